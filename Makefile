@@ -1,0 +1,45 @@
+# pywasmd: `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PKG := pywasmd
+
+.PHONY: help install demo test unit integration check fix proto check-proto bench containerd21 clean
+
+help: ## list targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+install: ## install system packages, the venv, the package, and the shim on PATH
+	scripts/install.sh
+
+containerd21: ## unpack containerd 2.1 (Debian sid) into .cache/containerd-2.1
+	scripts/fetch-containerd21.sh
+
+demo: ## run a Wasm container through a real containerd (starts a private one if none runs)
+	scripts/demo.sh
+
+test: unit integration ## every test: unit, then integration against real containerd 1.6 and 2.1
+
+unit: ## fast tests, no containerd
+	$(PY) -m pytest -q tests
+
+integration: ## real containerd 1.6.20 and 2.1.9, real runc, real ctr
+	$(PY) -m pytest -q -p no:cacheprovider integration
+
+check: check-proto ## ruff, mypy (strict), generated-code drift
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fix: ## rewrite what ruff can fix
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+proto: ## regenerate pywasmd/api from proto/
+	scripts/gen-proto.sh
+
+check-proto: ## fail when pywasmd/api differs from what proto/ generates
+	scripts/gen-proto.sh --check
+
+bench: ## pywasm vs runc on the same containerd; writes BENCHMARKS.md
+	$(PY) -m integration.bench

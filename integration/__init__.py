@@ -1,0 +1,1 @@
+"""Integration tests and tools that drive real containerd, runc and ctr."""

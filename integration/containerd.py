@@ -1,0 +1,325 @@
+"""A private containerd (1.6 from Debian bookworm, or 2.1 unpacked from Debian sid) for tests.
+
+Each instance has its own root (under a temporary directory), its own state directory and
+socket under /run, its own log file, and never touches a system containerd. `stop()` ends it by
+pid, ends the shims it started (found by their `-address` argument), unmounts whatever is left
+under its directories and removes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = REPO / ".venv" / "bin"
+C21_PREFIX = REPO / ".cache" / "containerd-2.1"
+SYSTEM_PATH = "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+VERSIONS = ("1.6", "2.1")
+_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class Flavor:
+    version: str
+    containerd: Path
+    ctr: Path
+    config_version: int
+    extra_path: tuple[str, ...]
+
+
+def flavor(version: str) -> Flavor:
+    if version == "1.6":
+        return Flavor(version, Path("/usr/bin/containerd"), Path("/usr/bin/ctr"), 2, ())
+    if version == "2.1":
+        bindir = C21_PREFIX / "usr" / "bin"
+        return Flavor(version, bindir / "containerd", bindir / "ctr", 3, (str(bindir),))
+    raise ValueError(f"unknown containerd version {version!r}; known: {', '.join(VERSIONS)}")
+
+
+class ContainerdError(RuntimeError):
+    pass
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as e:
+        return f"(no log: {e})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def mounts_under(*dirs: Path | str) -> list[str]:
+    """Mount points (from /proc/self/mountinfo) at or below any of `dirs`, deepest first."""
+    prefixes = [str(d).rstrip("/") for d in dirs]
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].encode().decode("unicode_escape")
+            if any(point == p or point.startswith(p + "/") for p in prefixes):
+                found.append(point)
+    return sorted(found, key=len, reverse=True)
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def _pids() -> Iterator[int]:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            yield int(entry)
+
+
+class Containerd:
+    """One private containerd process. Use as a context manager or call start()/stop()."""
+
+    def __init__(self, version: str, *, log_level: str = "debug") -> None:
+        self.flavor = flavor(version)
+        self.version = version
+        self.log_level = log_level
+        n = next(_counter)
+        suffix = f"{os.getpid()}" + (f"-{n}" if n else "")
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"pywasmd-it-{version}-"))
+        self.root = self.tmp / "root"
+        self.state = Path(f"/run/pywasmd-it-{version}-{suffix}")
+        self.address = str(self.state / "containerd.sock")
+        self.config = self.tmp / "config.toml"
+        self.log = self.tmp / "containerd.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.env = self._environment()
+        self.start_seconds = 0.0
+
+    # --- set-up ---------------------------------------------------------------------------
+
+    def _environment(self) -> dict[str, str]:
+        path = ["/usr/local/bin", str(VENV_BIN), *self.flavor.extra_path, SYSTEM_PATH]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONTAINERD_")}
+        env["PATH"] = ":".join(path)
+        return env
+
+    def _config_text(self) -> str:
+        if self.flavor.config_version == 2:
+            disabled = '["io.containerd.grpc.v1.cri"]'
+        else:
+            disabled = (
+                '["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images",'
+                ' "io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri"]'
+            )
+        return (
+            f"version = {self.flavor.config_version}\n"
+            f'root = "{self.root}"\n'
+            f'state = "{self.state}"\n'
+            f"disabled_plugins = {disabled}\n"
+            "[grpc]\n"
+            f'  address = "{self.address}"\n'
+            "[debug]\n"
+            f'  level = "{self.log_level}"\n'
+        )
+
+    def start(self, timeout: float = 30.0) -> Containerd:
+        for binary in (self.flavor.containerd, self.flavor.ctr):
+            if not binary.exists():
+                hint = "make containerd21" if self.version == "2.1" else "make install"
+                raise ContainerdError(f"containerd {self.version}: {binary} is missing ({hint})")
+        if self.state.exists():
+            raise ContainerdError(f"state directory {self.state} already exists")
+        self.root.mkdir(parents=True)
+        self.state.mkdir(parents=True)
+        self.config.write_text(self._config_text())
+        t0 = time.monotonic()
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(self.flavor.containerd), "--config", str(self.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=self.env,
+                cwd=self.tmp,
+                start_new_session=True,
+            )
+        deadline = t0 + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self._fail(f"containerd {self.version} exited with {self.proc.returncode}")
+            if os.path.exists(self.address):
+                r = self.ctr("version", timeout=5)
+                if r.returncode == 0:
+                    self.start_seconds = time.monotonic() - t0
+                    return self
+                last = r.stderr
+            time.sleep(0.05)
+        self._fail(f"containerd {self.version} did not answer within {timeout:.0f}s: {last}")
+        raise AssertionError("unreachable")
+
+    def _fail(self, why: str) -> None:
+        tail = self.log_tail(40)
+        self.stop()
+        raise ContainerdError(f"{why}\n--- {self.log} (tail) ---\n{tail}")
+
+    # --- use ------------------------------------------------------------------------------
+
+    def ctr_argv(self, *args: str, namespace: str = "default") -> list[str]:
+        return [str(self.flavor.ctr), "-a", self.address, "-n", namespace, *args]
+
+    def ctr(
+        self,
+        *args: str,
+        input: str | bytes | None = None,
+        timeout: float = 60,
+        check: bool = False,
+        namespace: str = "default",
+        text: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ctr against this containerd. stdin is empty unless `input` is given."""
+        if isinstance(input, str) and not text:
+            input = input.encode()
+        if isinstance(input, bytes) and text:
+            input = input.decode()
+        argv = self.ctr_argv(*args, namespace=namespace)
+        r = subprocess.run(
+            argv,
+            input=input,
+            stdin=subprocess.DEVNULL if input is None else None,
+            capture_output=True,
+            text=text,
+            timeout=timeout,
+            env=self.env,
+            check=False,
+        )
+        if check and r.returncode != 0:
+            raise ContainerdError(
+                f"{' '.join(argv)} exited {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
+            )
+        return r
+
+    def popen(self, *args: str, namespace: str = "default", **kw: object) -> subprocess.Popen[bytes]:
+        """Start ctr in the background (e.g. `ctr events`, or a run to be killed)."""
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        kw.setdefault("stdout", subprocess.PIPE)
+        kw.setdefault("stderr", subprocess.PIPE)
+        return subprocess.Popen(self.ctr_argv(*args, namespace=namespace), env=self.env, **kw)  # type: ignore[call-overload, no-any-return]
+
+    def log_tail(self, lines: int = 60) -> str:
+        return _tail(self.log, lines)
+
+    def log_size(self) -> int:
+        try:
+            return self.log.stat().st_size
+        except OSError:
+            return 0
+
+    def log_since(self, offset: int) -> str:
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError as e:
+            return f"(no log: {e})"
+
+    def shim_pids(self, binary: str = "containerd-shim-pywasm-v1") -> list[int]:
+        """Pids of live shim processes (of `binary`) that serve this containerd."""
+        found = []
+        for pid in _pids():
+            argv = _cmdline(pid)
+            if not argv or not any(os.path.basename(a) == binary for a in argv[:2]):
+                continue
+            if self.address in argv or any(self.address in a for a in argv):
+                found.append(pid)
+        return found
+
+    def all_shim_pids(self) -> list[int]:
+        return [
+            pid
+            for pid in _pids()
+            if any(self.address in a for a in _cmdline(pid)[1:])
+            and pid != (self.proc.pid if self.proc else -1)
+        ]
+
+    def mounts(self) -> list[str]:
+        return mounts_under(self.root, self.state)
+
+    # --- tear-down ------------------------------------------------------------------------
+
+    def cleanup_tasks(self) -> None:
+        """Kill and delete every task and container in every namespace (best effort)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        r = self.ctr("namespaces", "ls", "-q", timeout=10)
+        for ns in r.stdout.split() if r.returncode == 0 else ["default"]:
+            tasks = self.ctr("tasks", "ls", "-q", namespace=ns, timeout=10).stdout.split()
+            for task in tasks:
+                self.ctr("tasks", "kill", "-a", "-s", "SIGKILL", task, namespace=ns, timeout=10)
+            for task in tasks:
+                self.ctr("tasks", "rm", "-f", task, namespace=ns, timeout=20)
+            containers = self.ctr("containers", "ls", "-q", namespace=ns, timeout=10).stdout
+            for c in containers.split():
+                self.ctr("containers", "rm", c, namespace=ns, timeout=20)
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.cleanup_tasks()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        # Shims this containerd started outlive it; they are ours, end them by pid.
+        for pid in self.all_shim_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for point in mounts_under(self.root, self.state):
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+        shutil.rmtree(self.state, ignore_errors=True)
+        if os.environ.get("PYWASMD_IT_KEEP"):
+            return
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> Containerd:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"Containerd({self.version!r}, address={self.address!r})"
+
+
+def run_args(
+    image: str,
+    cid: str,
+    *args: str,
+    runtime: str = "io.containerd.pywasm.v1",
+    platform: str | None = "wasi/wasm",
+    extra: Sequence[str] = (),
+    rm: bool = True,
+    detach: bool = False,
+) -> list[str]:
+    """The ctr arguments of `ctr run ... IMAGE ID ARGS...`."""
+    argv = ["run"]
+    if rm:
+        argv.append("--rm")
+    if detach:
+        argv.append("-d")
+    argv += ["--runtime", runtime]
+    if platform:
+        argv += ["--platform", platform]
+    argv += [*extra, image, cid, *args]
+    return argv

@@ -1,0 +1,132 @@
+"""OCI runtime config -> WASI plan: what a guest may see and how it starts.
+
+The plan is pure data, built without touching the host, so tests can compare
+plans directly.  Worked example::
+
+    config.json                               WasiPlan
+    process.args ["/app.wasm", "a"]       ->  argv ("/app.wasm", "a"), module <rootfs>/app.wasm
+    process.env  ["A=1", "B=x=y"]         ->  env (("A", "1"), ("B", "x=y"))
+    root.path "rootfs", readonly false    ->  Preopen("<bundle>/rootfs", "/", readonly=False)
+    mounts [{bind /srv -> /data, ro}]     ->  Preopen("/srv", "/data", readonly=True)
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+from pywasmd.errors import InvalidArgument
+from pywasmd.oci.spec import Mount, RuntimeSpec
+
+# Mounts every client adds by default; they mean nothing to a WASI guest, so they
+# are left out without a word.
+KERNEL_MOUNT_TYPES = frozenset(
+    {"proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2", "securityfs", "debugfs"}
+)
+KERNEL_DESTINATIONS = frozenset(
+    {"/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys/fs/cgroup",
+     "/etc/resolv.conf", "/etc/hostname", "/etc/hosts", "/run/secrets"}
+)
+
+
+@dataclass(frozen=True)
+class Preopen:
+    host: str
+    guest: str
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class WasiPlan:
+    module: str
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    cwd: str
+    preopens: tuple[Preopen, ...]
+    uid: int = 0
+    gid: int = 0
+    additional_gids: tuple[int, ...] = ()
+    memory_limit: int | None = None
+    engine: str = "wasmtime"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "module": self.module,
+            "argv": list(self.argv),
+            "env": [list(kv) for kv in self.env],
+            "cwd": self.cwd,
+            "preopens": [[p.host, p.guest, p.readonly] for p in self.preopens],
+            "uid": self.uid,
+            "gid": self.gid,
+            "additional_gids": list(self.additional_gids),
+            "memory_limit": self.memory_limit,
+            "engine": self.engine,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, object]) -> WasiPlan:
+        def seq(key: str) -> list[list[object]]:
+            value = raw[key]
+            assert isinstance(value, list)
+            return value
+
+        limit = raw.get("memory_limit")
+        return cls(
+            module=str(raw["module"]),
+            argv=tuple(str(a) for a in seq("argv")),
+            env=tuple((str(k), str(v)) for k, v in seq("env")),
+            cwd=str(raw["cwd"]),
+            preopens=tuple(Preopen(str(h), str(g), bool(r)) for h, g, r in seq("preopens")),
+            uid=int(str(raw.get("uid", 0))),
+            gid=int(str(raw.get("gid", 0))),
+            additional_gids=tuple(int(str(g)) for g in seq("additional_gids")),
+            memory_limit=int(limit) if isinstance(limit, int) else None,
+            engine=str(raw.get("engine", "wasmtime")),
+        )
+
+
+def split_env(entries: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    pairs: list[tuple[str, str]] = []
+    for entry in entries:
+        key, sep, value = entry.partition("=")
+        if not sep or not key:
+            raise InvalidArgument(f"process.env entry {entry!r} is not KEY=VALUE")
+        pairs.append((key, value))
+    return tuple(pairs)
+
+
+def is_kernel_mount(mount: Mount) -> bool:
+    return mount.type in KERNEL_MOUNT_TYPES or mount.destination in KERNEL_DESTINATIONS
+
+
+def mount_preopens(mounts: tuple[Mount, ...]) -> tuple[Preopen, ...]:
+    """Bind mounts become preopens of their own; ``ro`` is enforced by WASI."""
+    grants: list[Preopen] = []
+    for mount in mounts:
+        if is_kernel_mount(mount):
+            continue
+        options = set(mount.options)
+        if mount.type in ("bind", "rbind", "none", "") and (options & {"bind", "rbind"}
+                                                             or mount.type in ("bind", "rbind")):
+            guest = posixpath.normpath(mount.destination)
+            grants.append(Preopen(mount.source, guest, readonly="ro" in options))
+    return tuple(grants)
+
+
+def plan_from_spec(spec: RuntimeSpec, rootfs: str, module: str) -> WasiPlan:
+    """Translate ``spec`` for a guest whose root is ``rootfs`` and whose module is ``module``."""
+    cwd = posixpath.normpath(spec.process.cwd) if spec.process.cwd else "/"
+    if not cwd.startswith("/"):
+        raise InvalidArgument(f"process.cwd {spec.process.cwd!r} must be an absolute path")
+    preopens = (Preopen(rootfs, "/", readonly=spec.root.readonly),) + mount_preopens(spec.mounts)
+    return WasiPlan(
+        module=module,
+        argv=spec.process.args,
+        env=split_env(spec.process.env),
+        cwd=cwd,
+        preopens=preopens,
+        uid=spec.process.user.uid,
+        gid=spec.process.user.gid,
+        additional_gids=spec.process.user.additional_gids,
+        memory_limit=spec.memory_limit,
+    )

@@ -1,0 +1,158 @@
+"""The subset of an OCI runtime config (config.json) that pywasmd acts on.
+
+Parsing is pure: a dict in, frozen dataclasses out, and every refusal is an
+``InvalidArgument`` that names the field and how to fix it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pywasmd.errors import InvalidArgument
+
+
+@dataclass(frozen=True)
+class User:
+    uid: int = 0
+    gid: int = 0
+    additional_gids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Process:
+    args: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    cwd: str = "/"
+    terminal: bool = False
+    user: User = User()
+
+
+@dataclass(frozen=True)
+class Mount:
+    destination: str
+    type: str = ""
+    source: str = ""
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Root:
+    path: str = "rootfs"
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    process: Process
+    root: Root = Root()
+    mounts: tuple[Mount, ...] = ()
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    memory_limit: int | None = None
+    cgroups_path: str = ""
+
+
+def load_spec(bundle: str) -> RuntimeSpec:
+    """Read ``<bundle>/config.json``; errors name the file."""
+    path = Path(bundle) / "config.json"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidArgument(
+            f"{path}: no OCI runtime config; the bundle must hold config.json"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidArgument(f"{path}: cannot read the OCI runtime config: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise InvalidArgument(f"{path}: the OCI runtime config must be a JSON object")
+    try:
+        return parse_spec(raw)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{path}: {exc.message}") from None
+
+
+def parse_spec(raw: Mapping[str, Any]) -> RuntimeSpec:
+    process = _process(_obj(raw, "process"))
+    root_raw = _obj(raw, "root", required=False)
+    root = Root(
+        path=_str(root_raw, "root.path", "path", "rootfs"),
+        readonly=bool(root_raw.get("readonly", False)),
+    )
+    mounts = tuple(_mount(i, m) for i, m in enumerate(_list(raw, "mounts")))
+    annotations = _obj(raw, "annotations", required=False)
+    linux = _obj(raw, "linux", required=False)
+    memory = _obj(_obj(linux, "resources", required=False), "memory", required=False)
+    limit = memory.get("limit")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)):
+        raise InvalidArgument("linux.resources.memory.limit must be an integer number of bytes")
+    return RuntimeSpec(
+        process=process,
+        root=root,
+        mounts=mounts,
+        annotations={str(k): str(v) for k, v in annotations.items()},
+        memory_limit=limit if limit is not None and limit > 0 else None,
+        cgroups_path=_str(linux, "linux.cgroupsPath", "cgroupsPath", ""),
+    )
+
+
+def _process(raw: Mapping[str, Any]) -> Process:
+    args = raw.get("args")
+    if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
+        raise InvalidArgument(
+            "process.args must be a non-empty list of strings whose first element names "
+            "the Wasm module, e.g. [\"/app.wasm\"]; give the image an entrypoint or pass a command"
+        )
+    env = raw.get("env", [])
+    if not isinstance(env, list) or not all(isinstance(e, str) for e in env):
+        raise InvalidArgument("process.env must be a list of \"KEY=VALUE\" strings")
+    user_raw = raw.get("user") or {}
+    user = User(
+        uid=int(user_raw.get("uid", 0)),
+        gid=int(user_raw.get("gid", 0)),
+        additional_gids=tuple(int(g) for g in user_raw.get("additionalGids") or ()),
+    )
+    return Process(
+        args=tuple(args),
+        env=tuple(env),
+        cwd=_str(raw, "process.cwd", "cwd", "/") or "/",
+        terminal=bool(raw.get("terminal", False)),
+        user=user,
+    )
+
+
+def _mount(index: int, raw: Any) -> Mount:
+    if not isinstance(raw, dict) or not isinstance(raw.get("destination"), str):
+        raise InvalidArgument(f"mounts[{index}] must be an object with a string destination")
+    options = raw.get("options") or []
+    return Mount(
+        destination=raw["destination"],
+        type=str(raw.get("type", "")),
+        source=str(raw.get("source", "")),
+        options=tuple(str(o) for o in options),
+    )
+
+
+def _obj(raw: Mapping[str, Any], key: str, *, required: bool = True) -> Mapping[str, Any]:
+    value = raw.get(key)
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{key} must be a JSON object")
+    return value
+
+
+def _list(raw: Mapping[str, Any], key: str) -> list[Any]:
+    value = raw.get(key) or []
+    if not isinstance(value, list):
+        raise InvalidArgument(f"{key} must be a JSON list")
+    return value
+
+
+def _str(raw: Mapping[str, Any], name: str, key: str, default: str) -> str:
+    value = raw.get(key, default)
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{name} must be a string")
+    return value

@@ -1,0 +1,178 @@
+"""The ``start`` and ``delete`` subcommands: short-lived, run on every container.
+
+Both import next to nothing: containerd waits for them on every start and stop.
+``start``'s stdout *and* stderr are read together as the address, so nothing
+else may be printed there.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+
+from pywasmd.shim.cli import ShimArgs
+
+SOCKET_ROOT = "/run/containerd/s"
+GROUP_ANNOTATIONS = ("io.kubernetes.cri.sandbox-id", "pywasm.io/group")
+
+
+def grouping_key(bundle: str, container_id: str) -> str:
+    """Containers of one pod share a shim; everything else gets its own."""
+    try:
+        with open(os.path.join(bundle, "config.json"), encoding="utf-8") as f:
+            annotations = json.load(f).get("annotations") or {}
+    except (OSError, ValueError, AttributeError):
+        return container_id
+    for key in GROUP_ANNOTATIONS:
+        if annotations.get(key):
+            return str(annotations[key])
+    return container_id
+
+
+def socket_address(grpc_address: str, namespace: str, key: str) -> str:
+    """Same formula as containerd's shim library, so tools find our sockets."""
+    digest = hashlib.sha256(os.path.join(grpc_address, namespace, key).encode()).hexdigest()
+    return f"unix://{SOCKET_ROOT}/{digest}"
+
+
+def _listen(path: str) -> socket.socket | None:
+    """A listening socket at ``path``, or None when a live shim already serves it."""
+    os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
+    for _ in range(2):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+                return None
+            except OSError:
+                os.unlink(path)  # stale: its server is gone
+            finally:
+                probe.close()
+            continue
+        os.chmod(path, 0o600)
+        sock.listen(128)
+        return sock
+    raise OSError(errno.EADDRINUSE, f"cannot bind {path}")
+
+
+def _detach_stdio() -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+def start(args: ShimArgs) -> int:
+    bundle = args.bundle or os.getcwd()
+    address = socket_address(args.address, args.namespace, grouping_key(bundle, args.id))
+    path = address.removeprefix("unix://")
+    try:
+        listener = _listen(path)
+    except OSError as exc:
+        sys.stdout.write(f"pywasm shim: cannot listen on {path}: {exc}")
+        return 1
+    if listener is not None:
+        sys.stdout.flush()
+        if os.fork() == 0:
+            os.setsid()
+            _detach_stdio()
+            from pywasmd.shim.serve import serve
+
+            try:
+                serve(listener, args, path)
+            finally:
+                os._exit(0)
+        listener.close()
+    with open(os.path.join(bundle, "address"), "w", encoding="ascii") as f:
+        f.write(address)
+    sys.stdout.write(address)
+    sys.stdout.flush()
+    return 0
+
+
+# --- delete ------------------------------------------------------------------------
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def encode_delete_response(pid: int, exit_status: int, exited_at_ns: int) -> bytes:
+    """DeleteResponse{1 pid, 2 exit_status, 3 exited_at}, encoded by hand.
+
+    ``delete`` runs on every container teardown; importing protobuf for three
+    fields would cost more than the whole subcommand.  A unit test pins this
+    against the generated class.
+    """
+    seconds, nanos = divmod(exited_at_ns, 1_000_000_000)
+    stamp = b"\x08" + _varint(seconds) + (b"\x10" + _varint(nanos) if nanos else b"")
+    body = b""
+    if pid:
+        body += b"\x08" + _varint(pid)
+    if exit_status:
+        body += b"\x10" + _varint(exit_status)
+    return body + b"\x1a" + _varint(len(stamp)) + stamp
+
+
+def _is_worker(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"pywasmd.shim.worker" in f.read()
+    except OSError:
+        return False
+
+
+def _kill_worker(pid: int) -> None:
+    if not _is_worker(pid):
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            return
+    deadline = time.monotonic() + 2.0
+    while _is_worker(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def delete(args: ShimArgs) -> int:
+    """Clean up one container when the shim can no longer be asked to; idempotent."""
+    bundle = args.bundle or os.getcwd()
+    pid = 0
+    try:
+        with open(os.path.join(bundle, "init.pid"), encoding="ascii") as f:
+            pid = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        pass
+    if pid > 0:
+        _kill_worker(pid)
+    rootfs = os.path.join(bundle, "rootfs")
+    if os.path.isdir(rootfs):
+        from pywasmd.shim.mounts import unmount_all
+
+        unmount_all(rootfs)
+    sys.stdout.buffer.write(encode_delete_response(pid, 128 + signal.SIGKILL, time.time_ns()))
+    sys.stdout.flush()
+    return 0

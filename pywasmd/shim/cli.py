@@ -1,0 +1,71 @@
+"""Parsing the shim's command line (Go ``flag`` syntax), pure and import-light.
+
+containerd runs ``containerd-shim-pywasm-v1 -namespace NS -address A
+-publish-binary P -id ID [-bundle B] [-debug] start|delete``.  Unknown flags are
+accepted and ignored, as newer containerd versions add some.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_VALUE_FLAGS = {"namespace", "address", "publish-binary", "id", "bundle", "socket",
+                "debug-socket"}
+_BOOL_FLAGS = {"debug", "v", "version", "info"}
+
+
+@dataclass(frozen=True)
+class ShimArgs:
+    action: str = ""
+    namespace: str = "default"
+    address: str = ""
+    publish_binary: str = ""
+    id: str = ""
+    bundle: str = ""
+    socket: str = ""
+    debug: bool = False
+    version: bool = False
+    info: bool = False
+
+
+class UsageError(ValueError):
+    pass
+
+
+def parse(argv: list[str]) -> ShimArgs:
+    values: dict[str, str] = {}
+    flags: set[str] = set()
+    positional: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if not arg.startswith("-") or arg in ("-", "--"):
+            positional.append(arg)
+            continue
+        name, eq, inline = arg.lstrip("-").partition("=")
+        if name in _BOOL_FLAGS:
+            flags.add(name)
+        elif name in _VALUE_FLAGS:
+            if eq:
+                values[name] = inline
+            elif i < len(argv):
+                values[name] = argv[i]
+                i += 1
+            else:
+                raise UsageError(f"flag -{name} needs a value")
+        elif not eq and i < len(argv) and not argv[i].startswith("-") \
+                and argv[i] not in ("start", "delete"):
+            i += 1  # an unknown flag with a value: skip both
+    return ShimArgs(
+        action=positional[0] if positional else "",
+        namespace=values.get("namespace", "default"),
+        address=values.get("address", ""),
+        publish_binary=values.get("publish-binary", ""),
+        id=values.get("id", ""),
+        bundle=values.get("bundle", ""),
+        socket=values.get("socket", ""),
+        debug="debug" in flags,
+        version=bool(flags & {"v", "version"}),
+        info="info" in flags,
+    )

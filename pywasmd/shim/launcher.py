@@ -1,0 +1,106 @@
+"""Starting container processes (workers).
+
+``TaskService`` sees only :class:`Launcher` and :class:`Worker`, so how a worker
+comes to life (a fresh interpreter today, a fork-server later) can change
+without touching it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Protocol
+
+from pywasmd.errors import Internal, InvalidArgument
+from pywasmd.oci.plan import WasiPlan
+
+
+@dataclass(frozen=True)
+class ChildStdio:
+    """The fds that become the worker's 0, 1 and 2."""
+
+    stdin: int
+    stdout: int
+    stderr: int
+
+
+class Worker(Protocol):
+    pid: int
+
+    async def prepare(self, plan: WasiPlan) -> None:
+        """Hand over the plan; return once the module is compiled, raise if it cannot run."""
+
+    async def start(self) -> None:
+        """Let the guest run."""
+
+    def close(self) -> None:
+        """Forget the control channel (the process itself is left alone)."""
+
+
+class Launcher(Protocol):
+    def spawn(self, stdio: ChildStdio) -> Worker: ...
+
+
+class _ProcessWorker:
+    def __init__(self, pid: int, control: socket.socket) -> None:
+        self.pid = pid
+        self._control = control
+
+    async def prepare(self, plan: WasiPlan) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(self._control, json.dumps(plan.to_json()).encode() + b"\n")
+        reply = bytearray()
+        while not reply.endswith(b"\n"):
+            chunk = await loop.sock_recv(self._control, 65536)
+            if not chunk:
+                raise Internal(
+                    f"the worker process {self.pid} ended before loading {plan.argv[0]!r}; "
+                    "see the shim log"
+                )
+            reply += chunk
+        text = reply.decode(errors="replace").strip()
+        if text.startswith("err "):
+            raise InvalidArgument(text[4:])
+        if text != "ok":
+            raise Internal(f"unexpected reply from worker {self.pid}: {text!r}")
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(self._control, b"go\n")
+
+    def close(self) -> None:
+        self._control.close()
+
+
+class ProcessLauncher:
+    """One fresh interpreter per container: ``python -m pywasmd.shim.worker``."""
+
+    def __init__(self, python: str = sys.executable) -> None:
+        self._python = python
+
+    def spawn(self, stdio: ChildStdio) -> Worker:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            pid = os.posix_spawn(
+                self._python,
+                [self._python, "-I", "-m", "pywasmd.shim.worker"],
+                {},
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, stdio.stdin, 0),
+                    (os.POSIX_SPAWN_DUP2, stdio.stdout, 1),
+                    (os.POSIX_SPAWN_DUP2, stdio.stderr, 2),
+                    (os.POSIX_SPAWN_DUP2, theirs.fileno(), 3),
+                ],
+                setsid=True,
+            )
+        except OSError as exc:
+            ours.close()
+            raise Internal(f"cannot start a worker process: {exc}") from exc
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        return _ProcessWorker(pid, ours)

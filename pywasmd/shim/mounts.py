@@ -1,0 +1,110 @@
+"""Mounting the rootfs mounts containerd hands to Create, and undoing it."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pywasmd.errors import InvalidArgument
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_SYNCHRONOUS = 0x10
+MS_REMOUNT = 0x20
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+MS_SLAVE = 0x80000
+MNT_DETACH = 0x2
+
+# option -> (flags to set, flags to clear)
+_FLAGS: dict[str, tuple[int, int]] = {
+    "ro": (MS_RDONLY, 0),
+    "rw": (0, MS_RDONLY),
+    "bind": (MS_BIND, 0),
+    "rbind": (MS_BIND | MS_REC, 0),
+    "nosuid": (MS_NOSUID, 0),
+    "suid": (0, MS_NOSUID),
+    "nodev": (MS_NODEV, 0),
+    "dev": (0, MS_NODEV),
+    "noexec": (MS_NOEXEC, 0),
+    "exec": (0, MS_NOEXEC),
+    "sync": (MS_SYNCHRONOUS, 0),
+    "noatime": (MS_NOATIME, 0),
+    "nodiratime": (MS_NODIRATIME, 0),
+    "remount": (MS_REMOUNT, 0),
+    "defaults": (0, 0),
+}
+
+
+@dataclass(frozen=True)
+class RootfsMount:
+    type: str
+    source: str
+    options: tuple[str, ...]
+
+
+def parse_options(options: Iterable[str]) -> tuple[int, str]:
+    """containerd's convention: known words are flags, the rest is fs data."""
+    flags = 0
+    data: list[str] = []
+    for option in options:
+        if option in _FLAGS:
+            set_, clear = _FLAGS[option]
+            flags = (flags | set_) & ~clear
+        else:
+            data.append(option)
+    return flags, ",".join(data)
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
+    rc = _libc().mount(source.encode(), target.encode(), fstype.encode(), flags,
+                       data.encode() if data else None)
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise InvalidArgument(
+            f"cannot mount {fstype or 'bind'} {source!r} on {target!r}: {os.strerror(err)}"
+        )
+
+
+def mount_all(mounts: Iterable[RootfsMount], target: str) -> None:
+    done = False
+    for m in mounts:
+        flags, data = parse_options(m.options)
+        fstype = "" if flags & MS_BIND else m.type
+        _mount(m.source, target, fstype, flags & ~MS_RDONLY if flags & MS_BIND else flags, data)
+        done = True
+        if flags & MS_BIND and flags & MS_RDONLY:
+            # A bind mount ignores MS_RDONLY until it is remounted.
+            _mount("", target, "", flags | MS_REMOUNT, "")
+    if not done:
+        return
+
+
+def is_mountpoint(path: str) -> bool:
+    real = os.path.realpath(path)
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            return any(line.split()[4] == real for line in f)
+    except OSError:
+        return False
+
+
+def unmount_all(target: str) -> None:
+    """Unmount everything stacked on ``target``; quietly a no-op when nothing is."""
+    libc = _libc()
+    for _ in range(16):
+        if not is_mountpoint(target):
+            return
+        if libc.umount2(target.encode(), 0) != 0:
+            libc.umount2(target.encode(), MNT_DETACH)

@@ -1,0 +1,88 @@
+"""The long-running shim server: one per container (or per pod), forked by ``start``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+
+from pywasmd.shim.cli import ShimArgs
+
+log = logging.getLogger("pywasmd.shim")
+
+#: Time given to queued events once the shim has nothing left to serve.
+_EVENT_DRAIN = 2.0
+
+
+def _open_log() -> None:
+    """Send stderr (and so logging) to the bundle's ``log`` FIFO, which containerd reads.
+
+    Non-blocking and loss-tolerant: a stalled or restarting containerd must never
+    stop the shim.
+    """
+    try:
+        fd = os.open("log", os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)
+
+
+def _setup_logging(debug: bool) -> None:
+    _open_log()
+    logging.raiseExceptions = False  # a full or broken log FIFO drops lines, nothing more
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter('time="%(asctime)s" level=%(levelname)s msg="%(message)s" '
+                          "runtime=io.containerd.pywasm.v1")
+    )
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def serve(listener: socket.socket, args: ShimArgs, socket_path: str) -> None:
+    _setup_logging(args.debug)
+    try:
+        asyncio.run(_serve(listener, args))
+    except Exception:
+        log.exception("shim server failed")
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(socket_path)
+
+
+async def _serve(listener: socket.socket, args: ShimArgs) -> None:
+    from pywasmd.shim.events import TtrpcEventPublisher
+    from pywasmd.shim.launcher import ProcessLauncher
+    from pywasmd.shim.reaper import Reaper, become_subreaper
+    from pywasmd.shim.server import task_services
+    from pywasmd.shim.service import TaskService
+    from pywasmd.ttrpc.server import Server
+
+    loop = asyncio.get_running_loop()
+    become_subreaper()
+    reaper = Reaper()
+    reaper.install(loop)
+    publisher = TtrpcEventPublisher(os.environ.get("TTRPC_ADDRESS", ""), args.namespace)
+    publisher.start()
+    service = TaskService(ProcessLauncher(), reaper, publisher)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.shutdown_requested.set)
+    server = Server(task_services(service))
+    serving = asyncio.create_task(server.serve(listener))
+    log.info("pywasm shim %d serving %s (namespace %s)", os.getpid(), args.id, args.namespace)
+    await service.shutdown_requested.wait()
+    # Let the Shutdown reply reach containerd before the connection goes away.
+    await asyncio.sleep(0.01)
+    await server.close()
+    serving.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await serving
+    await publisher.close(_EVENT_DRAIN)
+    log.info("pywasm shim %d exiting", os.getpid())

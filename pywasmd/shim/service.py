@@ -1,0 +1,286 @@
+"""The Task API, written once and free of any transport.
+
+Methods take and return containerd's ``containerd.task.v2`` messages; the ttrpc
+(and later gRPC) bindings only decode, call and encode.  Errors are raised as
+:mod:`pywasmd.errors` classes and turned into status codes at the edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+from google.protobuf import empty_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from pywasmd.api.containerd.events import task_pb2 as ev
+from pywasmd.api.containerd.task.v2 import shim_pb2 as pb
+from pywasmd.api.containerd.types import mount_pb2
+from pywasmd.api.containerd.types.task import task_pb2 as types
+from pywasmd.errors import AlreadyExists, InvalidArgument, NotFound, ShimError, Unimplemented
+from pywasmd.oci.module import locate_module
+from pywasmd.oci.plan import WasiPlan, plan_from_spec
+from pywasmd.oci.spec import load_spec
+from pywasmd.shim import mounts
+from pywasmd.shim.events import EventPublisher
+from pywasmd.shim.launcher import Launcher, Worker
+from pywasmd.shim.reaper import Reaper
+from pywasmd.shim.state import Op, Status, next_state
+from pywasmd.shim.stdio import ProcessIO
+
+log = logging.getLogger("pywasmd.shim")
+
+#: How long Delete of a never-started container waits for its killed worker.
+_KILL_WAIT = 5.0
+
+
+def _timestamp(ns: int) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(ns)
+    return ts
+
+
+@dataclass
+class Task:
+    id: str
+    bundle: str
+    rootfs: str
+    mounted: bool
+    io: ProcessIO
+    worker: Worker
+    plan: WasiPlan
+    status: Status = Status.CREATED
+    exit_status: int = 0
+    exited_at_ns: int = 0
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def pid(self) -> int:
+        return self.worker.pid
+
+
+class TaskService:
+    def __init__(self, launcher: Launcher, reaper: Reaper, publisher: EventPublisher) -> None:
+        self._launcher = launcher
+        self._reaper = reaper
+        self._publish = publisher.publish
+        self._tasks: dict[str, Task] = {}
+        self.shutdown_requested = asyncio.Event()
+
+    @property
+    def task_count(self) -> int:
+        return len(self._tasks)
+
+    def _task(self, id: str, exec_id: str = "") -> Task:
+        if exec_id:
+            raise NotFound(f"exec {exec_id!r} of container {id!r} not found")
+        try:
+            return self._tasks[id]
+        except KeyError:
+            raise NotFound(f"container {id!r} not found in this shim") from None
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def create(self, req: pb.CreateTaskRequest) -> pb.CreateTaskResponse:
+        if req.id in self._tasks:
+            raise AlreadyExists(f"container {req.id!r} already exists")
+        if req.terminal:
+            raise InvalidArgument(
+                f"container {req.id!r}: a terminal (-t/--tty) is not supported by pywasm yet; "
+                "run without -t"
+            )
+        if req.checkpoint:
+            raise Unimplemented("checkpoint/restore is not supported by pywasm")
+        spec = load_spec(req.bundle)
+        rootfs = os.path.join(req.bundle, spec.root.path)
+        mounted = False
+        io = ProcessIO(req.stdin, req.stdout, req.stderr)
+        worker: Worker | None = None
+        try:
+            if req.rootfs:
+                os.makedirs(rootfs, mode=0o711, exist_ok=True)
+                mounts.mount_all(
+                    (mounts.RootfsMount(m.type, m.source, tuple(m.options)) for m in req.rootfs),
+                    rootfs,
+                )
+                mounted = True
+            module = locate_module(rootfs, spec.process.args[0], spec.process.cwd)
+            plan = plan_from_spec(spec, rootfs, module)
+            worker = self._launcher.spawn(io.open())
+            io.after_spawn()
+            _write_pid(req.bundle, worker.pid)
+            await worker.prepare(plan)
+        except BaseException:
+            if worker is not None:
+                _kill_quietly(worker.pid, signal.SIGKILL)
+                self._reaper.watch(worker.pid, lambda _status: None)
+                worker.close()
+            io.close()
+            if mounted:
+                mounts.unmount_all(rootfs)
+            raise
+        task = Task(req.id, req.bundle, rootfs, mounted, io, worker, plan)
+        self._tasks[req.id] = task
+        self._reaper.watch(worker.pid, lambda status: self._on_exit(task, status))
+        log.info("created %s: wasm module %s, worker pid %d", req.id, module, worker.pid)
+        self._publish(
+            "/tasks/create",
+            ev.TaskCreate(
+                container_id=req.id,
+                bundle=req.bundle,
+                rootfs=[mount_pb2.Mount(type=m.type, source=m.source, target=m.target,
+                                        options=m.options) for m in req.rootfs],
+                io=ev.TaskIO(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr,
+                             terminal=req.terminal),
+                checkpoint=req.checkpoint,
+                pid=worker.pid,
+            ),
+        )
+        return pb.CreateTaskResponse(pid=worker.pid)
+
+    async def start(self, req: pb.StartRequest) -> pb.StartResponse:
+        task = self._task(req.id, req.exec_id)
+        task.status = next_state(task.status, Op.START, req.id)
+        # Published before the guest can run, so its exit can never overtake it.
+        self._publish("/tasks/start", ev.TaskStart(container_id=task.id, pid=task.pid))
+        try:
+            await task.worker.start()
+        except OSError as exc:
+            log.warning("start %s: worker %d is gone: %s", task.id, task.pid, exc)
+        return pb.StartResponse(pid=task.pid)
+
+    def _on_exit(self, task: Task, status: int) -> None:
+        task.status = next_state(task.status, Op.EXIT, task.id)
+        task.exit_status = status
+        task.exited_at_ns = time.time_ns()
+        task.worker.close()
+        task.io.close()
+        task.exited.set()
+        log.info("container %s exited with status %d", task.id, status)
+        self._publish(
+            "/tasks/exit",
+            ev.TaskExit(
+                container_id=task.id,
+                id=task.id,
+                pid=task.pid,
+                exit_status=status,
+                exited_at=_timestamp(task.exited_at_ns),
+            ),
+        )
+
+    async def wait(self, req: pb.WaitRequest) -> pb.WaitResponse:
+        task = self._task(req.id, req.exec_id)
+        await task.exited.wait()
+        return pb.WaitResponse(
+            exit_status=task.exit_status, exited_at=_timestamp(task.exited_at_ns)
+        )
+
+    async def kill(self, req: pb.KillRequest) -> empty_pb2.Empty:
+        task = self._task(req.id, req.exec_id)
+        next_state(task.status, Op.KILL, req.id)
+        try:
+            if req.all:
+                os.killpg(task.pid, req.signal)
+            else:
+                os.kill(task.pid, req.signal)
+        except ProcessLookupError:
+            raise NotFound(f"container {req.id!r}: process already finished") from None
+        except (ValueError, OSError) as exc:
+            raise InvalidArgument(f"container {req.id!r}: cannot send signal "
+                                  f"{req.signal}: {exc}") from exc
+        return empty_pb2.Empty()
+
+    async def delete(self, req: pb.DeleteRequest) -> pb.DeleteResponse:
+        task = self._task(req.id, req.exec_id)
+        next_state(task.status, Op.DELETE, req.id)
+        if task.status is Status.CREATED:
+            _kill_quietly(task.pid, signal.SIGKILL)
+            try:
+                await asyncio.wait_for(task.exited.wait(), _KILL_WAIT)
+            except TimeoutError:
+                log.warning("delete %s: worker %d did not die after SIGKILL", task.id, task.pid)
+        task.io.close()
+        if task.mounted:
+            mounts.unmount_all(task.rootfs)
+        del self._tasks[task.id]
+        exited_at = _timestamp(task.exited_at_ns or time.time_ns())
+        self._publish(
+            "/tasks/delete",
+            ev.TaskDelete(
+                container_id=task.id,
+                pid=task.pid,
+                exit_status=task.exit_status,
+                exited_at=exited_at,
+            ),
+        )
+        return pb.DeleteResponse(pid=task.pid, exit_status=task.exit_status, exited_at=exited_at)
+
+    # --- queries ---------------------------------------------------------------------
+
+    async def state(self, req: pb.StateRequest) -> pb.StateResponse:
+        task = self._task(req.id, req.exec_id)
+        resp = pb.StateResponse(
+            id=task.id,
+            bundle=task.bundle,
+            pid=task.pid,
+            status=int(task.status),  # type: ignore[arg-type]
+            stdin=task.io.stdin,
+            stdout=task.io.stdout,
+            stderr=task.io.stderr,
+            terminal=False,
+            exit_status=task.exit_status,
+            exec_id=req.exec_id,
+        )
+        if task.exited_at_ns:
+            resp.exited_at.CopyFrom(_timestamp(task.exited_at_ns))
+        return resp
+
+    async def pids(self, req: pb.PidsRequest) -> pb.PidsResponse:
+        task = self._task(req.id)
+        if task.status is Status.STOPPED:
+            return pb.PidsResponse()
+        return pb.PidsResponse(processes=[types.ProcessInfo(pid=task.pid)])
+
+    async def connect(self, req: pb.ConnectRequest) -> pb.ConnectResponse:
+        task = self._tasks.get(req.id)
+        return pb.ConnectResponse(shim_pid=os.getpid(), task_pid=task.pid if task else 0)
+
+    async def close_io(self, req: pb.CloseIORequest) -> empty_pb2.Empty:
+        task = self._task(req.id, req.exec_id)
+        next_state(task.status, Op.CLOSE_IO, req.id)
+        if req.stdin:
+            task.io.close_stdin()
+        return empty_pb2.Empty()
+
+    async def shutdown(self, req: pb.ShutdownRequest) -> empty_pb2.Empty:
+        if not self._tasks:
+            self.shutdown_requested.set()
+        return empty_pb2.Empty()
+
+    # --- not offered yet ---------------------------------------------------------------
+
+    async def unimplemented(self, method: str) -> None:
+        raise Unimplemented(f"{method} is not implemented by the pywasm shim yet")
+
+
+def _kill_quietly(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        pass
+
+
+def _write_pid(bundle: str, pid: int) -> None:
+    """``delete`` reads it when the shim is gone and the worker must still be killed."""
+    try:
+        with open(os.path.join(bundle, "init.pid"), "w", encoding="ascii") as f:
+            f.write(str(pid))
+    except OSError as exc:
+        log.warning("cannot write %s/init.pid: %s", bundle, exc)
+
+
+__all__ = ["ShimError", "Task", "TaskService"]

@@ -1,0 +1,87 @@
+"""A container's process: runs one WASI plan under an engine, then exits with its status.
+
+The shim starts it at Create with the container's stdio on fds 0-2 and a control
+socket on fd 3.  Talk on that socket, one line each way::
+
+    shim -> worker   {"module": ..., "argv": [...], ...}   the WasiPlan as JSON
+    worker -> shim   ok | err <message>                    module compiled, or why not
+    shim -> worker   go                                    Start: run the guest
+
+The process exists from Create on (Docker needs its pid then), but the guest
+runs only after ``go``.  Signals keep their default actions, so a kill ends the
+container with 128+n as a native process would.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sys
+
+CONTROL_FD = 3
+_PR_SET_PDEATHSIG = 1
+
+
+def _read_line(fd: int) -> bytes:
+    buf = bytearray()
+    while not buf.endswith(b"\n"):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf).rstrip(b"\n")
+
+
+def _reset_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    # Die with the shim: a guest must never outlive the process that reports on it.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _become(uid: int, gid: int, groups: tuple[int, ...]) -> None:
+    if os.getuid() == uid and os.getgid() == gid:
+        return
+    os.setgroups(list(groups))
+    os.setgid(gid)
+    os.setuid(uid)
+
+
+def main() -> None:
+    _reset_signals()
+    from pywasmd.engine import get_engine
+    from pywasmd.errors import ShimError
+    from pywasmd.oci.plan import WasiPlan
+
+    line = _read_line(CONTROL_FD)
+    if not line:
+        os._exit(0)
+    try:
+        plan = WasiPlan.from_json(json.loads(line))
+        engine = get_engine(plan.engine)
+        loaded = engine.load(plan)
+    except ShimError as exc:
+        os.write(CONTROL_FD, b"err " + exc.message.replace("\n", " ").encode() + b"\n")
+        os._exit(1)
+    except Exception as exc:  # noqa: BLE001 - any failure must reach the user as text
+        os.write(CONTROL_FD, f"err {type(exc).__name__}: {exc}".replace("\n", " ").encode()
+                 + b"\n")
+        os._exit(1)
+    os.write(CONTROL_FD, b"ok\n")
+    if _read_line(CONTROL_FD) != b"go":
+        os._exit(0)
+    os.close(CONTROL_FD)
+    try:
+        _become(plan.uid, plan.gid, plan.additional_gids)
+    except OSError as exc:
+        print(f"pywasm: cannot run as uid {plan.uid} gid {plan.gid}: {exc}", file=sys.stderr)
+        os._exit(126)
+    status = engine.run(loaded, plan)
+    os._exit(status & 0xFF)
+
+
+if __name__ == "__main__":
+    main()
