@@ -15,10 +15,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
@@ -26,6 +28,7 @@ C21_PREFIX = REPO / ".cache" / "containerd-2.1"
 SYSTEM_PATH = "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 VERSIONS = ("1.6", "2.1")
+HOST_SENTINEL = "PYWASMD_IT_HOST_SENTINEL"
 _counter = itertools.count()
 
 
@@ -110,6 +113,8 @@ class Containerd:
         path = ["/usr/local/bin", str(VENV_BIN), *self.flavor.extra_path, SYSTEM_PATH]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONTAINERD_")}
         env["PATH"] = ":".join(path)
+        # Visible to containerd and its shims, never to a guest: tests check it does not leak.
+        env[HOST_SENTINEL] = "host-only"
         return env
 
     def _config_text(self) -> str:
@@ -185,7 +190,7 @@ class Containerd:
         check: bool = False,
         namespace: str = "default",
         text: bool = True,
-    ) -> subprocess.CompletedProcess[str]:
+    ) -> subprocess.CompletedProcess[Any]:
         """Run ctr against this containerd. stdin is empty unless `input` is given."""
         if isinstance(input, str) and not text:
             input = input.encode()
@@ -207,13 +212,6 @@ class Containerd:
                 f"{' '.join(argv)} exited {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
             )
         return r
-
-    def popen(self, *args: str, namespace: str = "default", **kw: object) -> subprocess.Popen[bytes]:
-        """Start ctr in the background (e.g. `ctr events`, or a run to be killed)."""
-        kw.setdefault("stdin", subprocess.DEVNULL)
-        kw.setdefault("stdout", subprocess.PIPE)
-        kw.setdefault("stderr", subprocess.PIPE)
-        return subprocess.Popen(self.ctr_argv(*args, namespace=namespace), env=self.env, **kw)  # type: ignore[call-overload, no-any-return]
 
     def log_tail(self, lines: int = 60) -> str:
         return _tail(self.log, lines)
@@ -323,3 +321,109 @@ def run_args(
         argv += ["--platform", platform]
     argv += [*extra, image, cid, *args]
     return argv
+
+
+def run(
+    ctrd: Containerd,
+    image: str,
+    cid: str,
+    *args: str,
+    runtime: str = "io.containerd.pywasm.v1",
+    extra: Sequence[str] = (),
+    input: str | bytes | None = None,
+    timeout: float = 60,
+    text: bool = True,
+) -> subprocess.CompletedProcess[Any]:
+    """`ctr run --rm --runtime RUNTIME --platform wasi/wasm IMAGE ID ARGS...` (the platform is
+    linux/amd64 for runc)."""
+    platform = "wasi/wasm" if "pywasm" in runtime else "linux/amd64"
+    argv = run_args(image, cid, *args, runtime=runtime, platform=platform, extra=extra)
+    return ctrd.ctr(*argv, input=input, timeout=timeout, text=text)
+
+
+class Background:
+    """A ctr process running in the background whose output is collected by reader threads."""
+
+    def __init__(self, ctrd: Containerd, *args: str, stdin_pipe: bool = False) -> None:
+        self.argv = ctrd.ctr_argv(*args)
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=ctrd.env,
+        )
+        self._out = bytearray()
+        self._err = bytearray()
+        self._cond = threading.Condition()
+        self._threads = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self._out), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self._err), daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _pump(self, stream: IO[bytes], buf: bytearray) -> None:
+        while chunk := stream.read1(65536):  # type: ignore[attr-defined]
+            with self._cond:
+                buf.extend(chunk)
+                self._cond.notify_all()
+        stream.close()
+
+    @property
+    def stdout(self) -> str:
+        with self._cond:
+            return self._out.decode(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        with self._cond:
+            return self._err.decode(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 30) -> bool:
+        """Wait until `text` appears in stdout (True) or the process ends or time runs out."""
+        deadline = time.monotonic() + timeout
+        needle = text.encode()
+        with self._cond:
+            while needle not in self._out:
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._alive()):
+                    return needle in self._out
+                self._cond.wait(min(left, 0.1))
+            return True
+
+    def _alive(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def wait(self, timeout: float = 30) -> int:
+        """Wait for the exit status; kills the process (and raises) when it takes too long."""
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise
+        for t in self._threads:
+            t.join(5)
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        return code
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        for t in self._threads:
+            t.join(5)
+        if self.proc.stdin:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -11,7 +11,8 @@ from pywasmd.api.containerd.task.v2 import shim_pb2 as pb
 from pywasmd.errors import ShimError
 from pywasmd.shim.service import TaskService
 from pywasmd.shim.status import code_of
-from pywasmd.ttrpc.server import Handler, Metadata, RpcError
+from pywasmd.ttrpc.server import Handler, Metadata
+from pywasmd.ttrpc.status import RpcError
 
 # containerd 1.6 and 1.7 speak v2; 2.x speaks v3.  The messages are byte-identical,
 # so both names share one table of v2 message classes.

@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from google.protobuf import empty_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -26,11 +27,13 @@ from pywasmd.oci.module import locate_module
 from pywasmd.oci.plan import WasiPlan, plan_from_spec
 from pywasmd.oci.spec import load_spec
 from pywasmd.shim import mounts
-from pywasmd.shim.events import EventPublisher
 from pywasmd.shim.launcher import Launcher, Worker
 from pywasmd.shim.reaper import Reaper
 from pywasmd.shim.state import Op, Status, next_state
 from pywasmd.shim.stdio import ProcessIO
+
+if TYPE_CHECKING:
+    from pywasmd.shim.events import EventPublisher
 
 log = logging.getLogger("pywasmd.shim")
 

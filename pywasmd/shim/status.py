@@ -20,5 +20,5 @@ UNKNOWN = 2
 def code_of(exc: errors.ShimError) -> int:
     for cls in type(exc).__mro__:
         if cls in CODES:
-            return CODES[cls]  # type: ignore[index]
+            return CODES[cls]
     return UNKNOWN

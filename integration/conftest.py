@@ -1,0 +1,152 @@
+"""Fixtures for tests against real containerd 1.6 and 2.1 (private instances), runc and ctr.
+
+- `containerd`: a private containerd, once per session per version (ids ctrd1.6, ctrd2.1), with
+  every test image imported. Both versions must start: a version that cannot start makes its
+  tests fail with the reason and containerd's log, never skip.
+- every test that uses `containerd` is checked for leaks afterwards (`no_leaks`): no task or
+  container left, no shim process of that containerd alive, no mount under its root or state,
+  no new stale socket in /run/containerd/s. The leak is reported as an error, then cleaned up so
+  the next test starts clean.
+- when a test fails, the part of containerd's log written during the test (shim logs included)
+  is attached to the report.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from integration import images
+from integration.containerd import Containerd, ContainerdError, run
+
+__all__ = ["run"]
+
+SHIM_SOCKETS = Path("/run/containerd/s")
+LOG_TAIL_LINES = 120
+LEAK_GRACE_SECONDS = 10.0
+
+_START_ERRORS: dict[str, str] = {}
+_ids = itertools.count(1)
+
+
+def new_id(prefix: str) -> str:
+    """A container id unique within the session."""
+    return f"{prefix}-{os.getpid()}-{next(_ids)}"
+
+
+@pytest.fixture(scope="session")
+def archives() -> dict[str, Path]:
+    return images.build_archives()
+
+
+@pytest.fixture(scope="session", params=["1.6", "2.1"], ids=["ctrd1.6", "ctrd2.1"])
+def containerd(request: pytest.FixtureRequest, archives: dict[str, Path]) -> Iterator[Containerd]:
+    version: str = request.param
+    if version in _START_ERRORS:
+        pytest.fail(_START_ERRORS[version], pytrace=False)
+    ctrd = Containerd(version)
+    try:
+        ctrd.start()
+        images.import_all(ctrd, archives)
+    except (ContainerdError, RuntimeError, OSError) as e:
+        ctrd.stop()
+        _START_ERRORS[version] = f"containerd {version} could not be set up: {e}"
+        pytest.fail(_START_ERRORS[version], pytrace=False)
+    try:
+        yield ctrd
+    finally:
+        ctrd.stop()
+
+
+def _stale_sockets() -> set[str]:
+    """Entries of /run/containerd/s that no process listens on."""
+    try:
+        entries = {str(SHIM_SOCKETS / n) for n in os.listdir(SHIM_SOCKETS)}
+    except FileNotFoundError:
+        return set()
+    bound = set()
+    with open("/proc/net/unix") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 8:
+                bound.add(parts[7])
+    return entries - bound
+
+
+def _describe(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f"{pid}: " + f.read().replace(b"\0", b" ").decode(errors="replace")[:300]
+    except OSError:
+        return f"{pid}: (gone)"
+
+
+def find_leaks(ctrd: Containerd, sockets_before: set[str]) -> list[str]:
+    leaks = []
+    tasks = ctrd.ctr("tasks", "ls", "-q", timeout=20).stdout.split()
+    if tasks:
+        leaks.append(f"tasks left: {tasks}")
+    containers = ctrd.ctr("containers", "ls", "-q", timeout=20).stdout.split()
+    if containers:
+        leaks.append(f"containers left: {containers}")
+    pids = ctrd.all_shim_pids()
+    if pids:
+        leaks.append("processes left:\n  " + "\n  ".join(_describe(p) for p in pids))
+    mounts = ctrd.mounts()
+    if mounts:
+        leaks.append(f"mounts left: {mounts}")
+    stale = _stale_sockets() - sockets_before
+    if stale:
+        leaks.append(f"stale shim sockets left: {sorted(stale)}")
+    return leaks
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    if "containerd" not in request.fixturenames:
+        yield
+        return
+    ctrd: Containerd = request.getfixturevalue("containerd")
+    sockets_before = _stale_sockets()
+    request.node.pywasmd_log_offset = ctrd.log_size()
+    request.node.pywasmd_containerd = ctrd
+    yield
+    deadline = time.monotonic() + LEAK_GRACE_SECONDS
+    leaks = find_leaks(ctrd, sockets_before)
+    while leaks and time.monotonic() < deadline:
+        time.sleep(0.2)
+        leaks = find_leaks(ctrd, sockets_before)
+    if leaks:
+        ctrd.cleanup_tasks()
+        for pid in ctrd.all_shim_pids():
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        for stale in _stale_sockets() - sockets_before:
+            Path(stale).unlink(missing_ok=True)
+        pytest.fail(
+            f"containerd {ctrd.version}: the test left resources behind:\n" + "\n".join(leaks),
+            pytrace=False,
+        )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[None] | pytest.TestReport:
+    report: pytest.TestReport = yield
+    ctrd: Containerd | None = getattr(item, "pywasmd_containerd", None)
+    if ctrd is not None and report.failed and report.when in ("call", "teardown"):
+        offset = getattr(item, "pywasmd_log_offset", 0)
+        lines = ctrd.log_since(offset).splitlines()[-LOG_TAIL_LINES:]
+        report.sections.append(
+            (f"containerd {ctrd.version} log during the test ({ctrd.log})", "\n".join(lines))
+        )
+    return report

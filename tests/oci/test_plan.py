@@ -1,0 +1,70 @@
+import pytest
+
+from pywasmd.errors import InvalidArgument
+from pywasmd.oci.plan import Preopen, WasiPlan, plan_from_spec
+from pywasmd.oci.spec import parse_spec
+
+
+def spec(**process: object) -> dict[str, object]:
+    base: dict[str, object] = {"args": ["/app.wasm", "a"], "env": ["A=1", "B=x=y"], "cwd": "/"}
+    base.update(process)
+    return {"process": base, "root": {"path": "rootfs"}}
+
+
+def test_plan_carries_args_env_and_rootfs_exactly():
+    plan = plan_from_spec(parse_spec(spec()), "/b/rootfs", "/b/rootfs/app.wasm")
+    assert plan == WasiPlan(
+        module="/b/rootfs/app.wasm",
+        argv=("/app.wasm", "a"),
+        env=(("A", "1"), ("B", "x=y")),
+        cwd="/",
+        preopens=(Preopen("/b/rootfs", "/", readonly=False),),
+    )
+
+
+def test_readonly_root_is_a_readonly_preopen():
+    raw = spec()
+    raw["root"] = {"path": "rootfs", "readonly": True}
+    plan = plan_from_spec(parse_spec(raw), "/r", "/r/app.wasm")
+    assert plan.preopens[0] == Preopen("/r", "/", readonly=True)
+
+
+def test_bind_mounts_become_preopens_and_kernel_mounts_are_skipped():
+    raw = spec()
+    raw["mounts"] = [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
+        {"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind", "ro"]},
+        {"destination": "/etc/hosts", "type": "bind", "source": "/x/hosts", "options": ["rbind"]},
+        {"destination": "/cache/", "source": "/srv/c", "options": ["bind", "rw"]},
+    ]
+    plan = plan_from_spec(parse_spec(raw), "/r", "/r/app.wasm")
+    assert plan.preopens[1:] == (
+        Preopen("/srv/data", "/data", readonly=True),
+        Preopen("/srv/c", "/cache", readonly=False),
+    )
+
+
+def test_plan_json_round_trip():
+    raw = spec(user={"uid": 1000, "gid": 1000, "additionalGids": [5]})
+    plan = plan_from_spec(parse_spec(raw), "/r", "/r/app.wasm")
+    assert WasiPlan.from_json(plan.to_json()) == plan
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({"process": {"args": []}}, "process.args"),
+        ({"process": {"args": ["/a.wasm"], "env": "A=1"}}, "process.env"),
+        ({"root": {}}, "process"),
+        ({"process": {"args": ["/a.wasm"]}, "mounts": [{"source": "x"}]}, r"mounts\[0\]"),
+    ],
+)
+def test_bad_configs_name_the_field(raw, needle):
+    with pytest.raises(InvalidArgument, match=needle):
+        parse_spec(raw)
+
+
+def test_env_entry_without_equals_is_refused():
+    with pytest.raises(InvalidArgument, match="KEY=VALUE"):
+        plan_from_spec(parse_spec(spec(env=["NOPE"])), "/r", "/r/a.wasm")
