@@ -43,7 +43,7 @@ class Series:
 
 def _one(ctrd: Containerd, runtime: str, cid: str, series: Series) -> None:
     if runtime == PYWASM:
-        image, args, want = images.ref("hello"), ["bench"], "hello from wasm\nbench\n"
+        image, args, want = images.ref("hello"), [], "hello from wasm\n"
     else:
         image, args, want = images.BUSYBOX, ["echo", "hi"], "hi\n"
     t0 = time.perf_counter()
@@ -66,7 +66,7 @@ def bench(version: str, runs: int, archives: dict[str, Path]) -> tuple[dict[str,
             _one(ctrd, PYWASM, f"bench-pywasm-{i}", results[PYWASM])
             _one(ctrd, RUNC, f"bench-runc-{i}", results[RUNC])
         full = ctrd.ctr("version", timeout=20).stdout
-        server = [line.strip() for line in full.splitlines() if "Version" in line]
+        server = [line.split(":", 1)[1].strip() for line in full.splitlines() if "Version:" in line]
         return results, server[-1] if server else version
 
 
@@ -101,7 +101,9 @@ def report(all_results: dict[str, tuple[dict[str, Series], str]], runs: int) -> 
                 f"| {version} ({server}) | `{name}` | {_ms(s.median())} | {_ms(s.p90())} "
                 f"| {len(s.times)}/{runs} | {ratio_s if name == PYWASM else ''} |"
             )
-            failures += [f"- containerd {version}, {name}: {f}" for f in s.failures]
+            failures += [f"- containerd {version}, {name}: {f}" for f in s.failures[:3]]
+            if len(s.failures) > 3:
+                failures.append(f"- containerd {version}, {name}: {len(s.failures) - 3} more")
     if failures:
         lines += ["", "Failed runs (not counted):", "", *failures]
     return "\n".join(lines) + "\n"

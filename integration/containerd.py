@@ -2,8 +2,9 @@
 
 Each instance has its own root (under a temporary directory), its own state directory and
 socket under /run, its own log file, and never touches a system containerd. `stop()` ends it by
-pid, ends the shims it started (found by their `-address` argument), unmounts whatever is left
-under its directories and removes them.
+pid, ends the processes its shims started (found by this containerd's address in their arguments
+or environment, plus their descendants), unmounts whatever is left under its directories and
+removes them. Set PYWASMD_IT_KEEP=1 to keep the temporary directory (log, config, root).
 """
 
 from __future__ import annotations
@@ -80,6 +81,24 @@ def _cmdline(pid: int) -> list[str]:
             return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
     except OSError:
         return []
+
+
+def _environ(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, ppid) of a process, None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _pids() -> Iterator[int]:
@@ -232,22 +251,38 @@ class Containerd:
 
     def shim_pids(self, binary: str = "containerd-shim-pywasm-v1") -> list[int]:
         """Pids of live shim processes (of `binary`) that serve this containerd."""
-        found = []
-        for pid in _pids():
-            argv = _cmdline(pid)
-            if not argv or not any(os.path.basename(a) == binary for a in argv[:2]):
-                continue
-            if self.address in argv or any(self.address in a for a in argv):
-                found.append(pid)
-        return found
-
-    def all_shim_pids(self) -> list[int]:
         return [
             pid
             for pid in _pids()
-            if any(self.address in a for a in _cmdline(pid)[1:])
-            and pid != (self.proc.pid if self.proc else -1)
+            if (argv := _cmdline(pid))
+            and any(os.path.basename(a) == binary for a in argv[:2])
+            and any(self.address in a for a in argv)
         ]
+
+    def all_shim_pids(self) -> list[int]:
+        """Every live process this containerd's shims started: the shims (their arguments name
+        this containerd's address), anything that inherited the shim environment (containerd
+        gives shims GRPC_ADDRESS/TTRPC_ADDRESS), and all of their descendants."""
+        own = self.proc.pid if self.proc else -1
+        needle = ("=" + self.address).encode()
+        children: dict[int, list[int]] = {}
+        roots = set()
+        for pid in _pids():
+            if pid in (own, os.getpid()):
+                continue
+            stat = _stat(pid)
+            if stat is None or stat[0] in ("Z", "X"):  # gone, or a zombie nobody reaped yet
+                continue
+            children.setdefault(stat[1], []).append(pid)
+            if any(self.address in a for a in _cmdline(pid)[1:]) or needle in _environ(pid):
+                roots.add(pid)
+        found, todo = set(), list(roots)
+        while todo:
+            pid = todo.pop()
+            if pid not in found:
+                found.add(pid)
+                todo += children.get(pid, [])
+        return sorted(found)
 
     def mounts(self) -> list[str]:
         return mounts_under(self.root, self.state)
@@ -335,10 +370,41 @@ def run(
     text: bool = True,
 ) -> subprocess.CompletedProcess[Any]:
     """`ctr run --rm --runtime RUNTIME --platform wasi/wasm IMAGE ID ARGS...` (the platform is
-    linux/amd64 for runc)."""
+    linux/amd64 for runc).
+
+    With `input`, stdin is written only once the task runs, then closed: ctr closes the task's
+    stdin on end of file only if the end comes after the task exists (ctr's `stdinCloser` has
+    no closer before that), so `echo hi | ctr run ...` can hang forever with any runtime.
+    """
     platform = "wasi/wasm" if "pywasm" in runtime else "linux/amd64"
     argv = run_args(image, cid, *args, runtime=runtime, platform=platform, extra=extra)
-    return ctrd.ctr(*argv, input=input, timeout=timeout, text=text)
+    if input is None:
+        return ctrd.ctr(*argv, timeout=timeout, text=text)
+    data = input.encode() if isinstance(input, str) else input
+    with Background(ctrd, *argv, stdin_pipe=True) as bg:
+        deadline = time.monotonic() + timeout
+        while bg.proc.poll() is None and task_status(ctrd, cid) != "RUNNING":
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(bg.argv, timeout)
+            time.sleep(0.05)
+        bg.send(data)
+        code = bg.wait(max(1.0, deadline - time.monotonic()))
+        out, err = bytes(bg.stdout_bytes), bytes(bg.stderr_bytes)
+    if text:
+        return subprocess.CompletedProcess(
+            bg.argv, code, out.decode(errors="replace"), err.decode(errors="replace")
+        )
+    return subprocess.CompletedProcess(bg.argv, code, out, err)
+
+
+def task_status(ctrd: Containerd, cid: str, namespace: str = "default") -> str | None:
+    """STATUS column of `ctr task ls` for `cid` (None when there is no such task)."""
+    r = ctrd.ctr("tasks", "ls", timeout=20, namespace=namespace)
+    for line in r.stdout.splitlines()[1:]:
+        fields = line.split()
+        if fields and fields[0] == cid:
+            return fields[-1]
+    return None
 
 
 class Background:
@@ -369,6 +435,26 @@ class Background:
                 buf.extend(chunk)
                 self._cond.notify_all()
         stream.close()
+
+    def send(self, data: bytes, close: bool = True) -> None:
+        """Write `data` to ctr's stdin (needs stdin_pipe=True), then close it."""
+        assert self.proc.stdin is not None, "started without stdin_pipe"
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+        if close:
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.close()
+
+    @property
+    def stdout_bytes(self) -> bytes:
+        with self._cond:
+            return bytes(self._out)
+
+    @property
+    def stderr_bytes(self) -> bytes:
+        with self._cond:
+            return bytes(self._err)
 
     @property
     def stdout(self) -> str:
@@ -405,7 +491,8 @@ class Background:
         for t in self._threads:
             t.join(5)
         if self.proc.stdin:
-            self.proc.stdin.close()
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
         return code
 
     def stop(self) -> None:

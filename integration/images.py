@@ -10,10 +10,13 @@ Archives are cached under .cache/images/ by content; importing is per containerd
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
+import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 from integration import guests, ociarchive
@@ -87,6 +90,41 @@ def build_archives() -> dict[str, Path]:
     archives[BADWASM] = build_badwasm_archive()
     archives[BUSYBOX] = build_busybox_archive()
     return archives
+
+
+def archive_entrypoint(archive: Path) -> list[str]:
+    """Entrypoint + Cmd of the (single) image in an OCI archive."""
+    with tarfile.open(archive) as tar:
+
+        def blob(digest: str) -> dict[str, object]:
+            f = tar.extractfile("blobs/sha256/" + digest.split(":", 1)[1])
+            assert f is not None, f"{archive}: blob {digest} is not a file"
+            return json.load(f)  # type: ignore[no-any-return]
+
+        f = tar.extractfile("index.json")
+        assert f is not None, f"{archive}: no index.json"
+        desc = json.load(f)["manifests"][0]
+        while desc.get("mediaType", "").endswith("index.v1+json"):
+            desc = blob(desc["digest"])["manifests"][0]  # type: ignore[index]
+        manifest = blob(desc["digest"])
+        config = blob(manifest["config"]["digest"])  # type: ignore[index]
+    c = config.get("config") or {}
+    assert isinstance(c, dict)
+    return list(c.get("Entrypoint") or []) + list(c.get("Cmd") or [])
+
+
+@functools.cache
+def module(name: str) -> str:
+    """Path of guest `name`'s module inside its image (the image's entrypoint).
+
+    `ctr run IMAGE ID ARGS...` replaces the image's entrypoint and command with ARGS (ctr's
+    WithProcessArgs), so a run that passes arguments must name the module first.
+    """
+    archive = build_wasm_archive(name, guests.build(name))
+    argv = archive_entrypoint(archive)
+    if not argv:
+        raise RuntimeError(f"{archive}: image {ref(name)} has neither Entrypoint nor Cmd")
+    return argv[0]
 
 
 def import_archive(ctrd: Containerd, image: str, archive: Path) -> None:

@@ -11,13 +11,22 @@ import json
 import re
 import subprocess
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from integration import images
 from integration.conftest import new_id
-from integration.containerd import HOST_SENTINEL, Background, Containerd, run, run_args
+from integration.containerd import (
+    HOST_SENTINEL,
+    Background,
+    Containerd,
+    run,
+    run_args,
+    task_status,
+)
 
 PYWASM = "io.containerd.pywasm.v1"
 RUNC = "io.containerd.runc.v2"
@@ -33,15 +42,6 @@ def pattern(n: int) -> bytes:
 def explain(r: subprocess.CompletedProcess[Any]) -> str:
     out, err = r.stdout, r.stderr
     return f"exit {r.returncode}\nstdout: {out!r:.2000}\nstderr: {err!r:.2000}"
-
-
-def task_status(ctrd: Containerd, cid: str) -> str | None:
-    """STATUS column of `ctr task ls` for `cid` (None when there is no such task)."""
-    for line in ctrd.ctr("tasks", "ls", timeout=20).stdout.splitlines()[1:]:
-        fields = line.split()
-        if fields and fields[0] == cid:
-            return fields[-1]
-    return None
 
 
 def wait_status(ctrd: Containerd, cid: str, want: str, timeout: float = 20) -> str | None:
@@ -78,6 +78,13 @@ def test_runc_busybox_echo(containerd: Containerd) -> None:
     assert r.stdout == "hi\n"
 
 
+def test_runc_busybox_stdin(containerd: Containerd) -> None:
+    """The harness's stdin path (`run(..., input=...)`) works with runc."""
+    r = run(containerd, images.BUSYBOX, new_id("runc"), "cat", runtime=RUNC, input="hi\n")
+    assert r.returncode == 0, explain(r)
+    assert r.stdout == "hi\n"
+
+
 # --- output, arguments, environment, exit codes -----------------------------------------------
 
 
@@ -86,6 +93,7 @@ def test_hello_args_and_env(containerd: Containerd) -> None:
         containerd,
         images.ref("hello"),
         new_id("hello"),
+        images.module("hello"),
         "arg1",
         "two words",
         extra=["--env", "GREETING=x"],
@@ -113,13 +121,16 @@ def test_env_is_exactly_the_containers(containerd: Containerd) -> None:
 
 @pytest.mark.parametrize("code", [0, 3])
 def test_exit_code(containerd: Containerd, code: int) -> None:
-    r = run(containerd, images.ref("exitcode"), new_id("exit"), str(code))
+    r = run(
+        containerd, images.ref("exitcode"), new_id("exit"), images.module("exitcode"), str(code)
+    )
     assert r.returncode == code, explain(r)
 
 
 def test_stdout_and_stderr_complete(containerd: Containerd) -> None:
     n, m = MIB, MIB
-    r = run(containerd, images.ref("bigout"), new_id("big"), str(n), str(m), text=False)
+    args = images.module("bigout"), str(n), str(m)
+    r = run(containerd, images.ref("bigout"), new_id("big"), *args, text=False)
     assert r.returncode == 0, explain(r)
     assert len(r.stdout) == n, f"stdout has {len(r.stdout)} bytes, want {n}"
     assert len(r.stderr) == m, f"stderr has {len(r.stderr)} bytes, want {m}"
@@ -232,7 +243,7 @@ def test_detached_ls_ps_kill_rm(containerd: Containerd) -> None:
 
 def test_twenty_sequential_runs(containerd: Containerd) -> None:
     for i in range(20):
-        r = run(containerd, images.ref("hello"), new_id("seq"), str(i))
+        r = run(containerd, images.ref("hello"), new_id("seq"), images.module("hello"), str(i))
         assert r.returncode == 0, f"run {i}: " + explain(r)
         assert r.stdout == f"hello from wasm\n{i}\n", f"run {i}: " + explain(r)
     # conftest.no_leaks checks shims, mounts and sockets once the test returns.
@@ -248,7 +259,7 @@ def _events_ready(containerd: Containerd, events: Background) -> None:
     while time.monotonic() < deadline:
         n += 1
         containerd.ctr("namespaces", "label", "default", f"pywasmd-it-probe={n}", timeout=20)
-        if events.wait_for(f"pywasmd-it-probe={n}", timeout=0.5):
+        if events.wait_for(f'"pywasmd-it-probe":"{n}"', timeout=0.5):
             return
     raise AssertionError(f"ctr events never showed an event\n{events.stdout}\n{events.stderr}")
 
@@ -286,7 +297,60 @@ def _task_topics(text: str, cid: str) -> list[str]:
     return topics
 
 
+# --- files: the rootfs and bind mounts as WASI preopens ---------------------------------------
+
+
+def _fs(containerd: Containerd, *args: str, extra: Sequence[str] = ()) -> Any:
+    """Run the fs guest: `fs read PATH`, `fs write PATH TEXT`, `fs ls DIR`."""
+    argv = images.module("fs"), *args
+    return run(containerd, images.ref("fs"), new_id("fs"), *argv, extra=extra)
+
+
+def test_rootfs_is_the_guests_root(containerd: Containerd) -> None:
+    r = _fs(containerd, "ls", "/")
+    assert r.returncode == 0, explain(r)
+    assert images.module("fs").lstrip("/") in r.stdout.splitlines(), explain(r)
+
+
+def test_rootfs_writable_unless_read_only(containerd: Containerd) -> None:
+    r = _fs(containerd, "write", "/scratch.txt", "x")
+    assert r.returncode == 0, explain(r)
+    r = _fs(containerd, "write", "/scratch.txt", "x", extra=["--read-only"])
+    assert r.returncode == 1, explain(r)
+    assert "error: write /scratch.txt" in r.stderr, explain(r)
+
+
+def test_bind_mount_read_write(containerd: Containerd, tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("from host\n")
+    mount = ["--mount", f"type=bind,src={tmp_path},dst=/data,options=rbind:rw"]
+    r = _fs(containerd, "read", "/data/in.txt", extra=mount)
+    assert r.returncode == 0, explain(r)
+    assert r.stdout == "from host\n", explain(r)
+    r = _fs(containerd, "write", "/data/out.txt", "from guest", extra=mount)
+    assert r.returncode == 0, explain(r)
+    assert (tmp_path / "out.txt").read_text() == "from guest"
+
+
+def test_bind_mount_read_only(containerd: Containerd, tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("from host\n")
+    mount = ["--mount", f"type=bind,src={tmp_path},dst=/data,options=rbind:ro"]
+    r = _fs(containerd, "read", "/data/in.txt", extra=mount)
+    assert r.returncode == 0, explain(r)
+    assert r.stdout == "from host\n", explain(r)
+    r = _fs(containerd, "write", "/data/out.txt", "from guest", extra=mount)
+    assert r.returncode == 1, explain(r)
+    assert "error: write /data/out.txt" in r.stderr, explain(r)
+    assert not (tmp_path / "out.txt").exists()
+
+
 # --- bad input --------------------------------------------------------------------------------
+
+
+def test_trap_is_134(containerd: Containerd) -> None:
+    r = run(containerd, images.ref("trap"), new_id("trap"))
+    assert r.returncode == 134, explain(r)
+    assert r.stdout == "about to trap\n", explain(r)
+    assert r.stderr.strip(), "a trap should explain itself on stderr\n" + explain(r)
 
 
 def test_entrypoint_not_wasm(containerd: Containerd) -> None:

@@ -71,9 +71,14 @@ say "pywasm build .cache/guests/hello.wasm -t $IMAGE -o $work/hello.tar"
 say "ctr images import --platform wasi/wasm $work/hello.tar"
 "${ctr[@]}" images import --platform wasi/wasm "$work/hello.tar"
 
-say "ctr run --rm --runtime io.containerd.pywasm.v1 --platform wasi/wasm $IMAGE h1 arg1 arg2"
+# `ctr run IMAGE ID ARGS...` replaces the image's entrypoint with ARGS (unlike `docker run`,
+# which appends them), so the module path comes first: the image's entrypoint.
+module="$("$PY" -c 'import sys; from integration.images import archive_entrypoint as e
+print(e(__import__("pathlib").Path(sys.argv[1]))[0])' "$work/hello.tar")"
+say "ctr run --rm --runtime io.containerd.pywasm.v1 --platform wasi/wasm $IMAGE h1 $module arg1 arg2"
 set +e
-"${ctr[@]}" run --rm --runtime io.containerd.pywasm.v1 --platform wasi/wasm "$IMAGE" h1 arg1 arg2
+"${ctr[@]}" run --rm --runtime io.containerd.pywasm.v1 --platform wasi/wasm "$IMAGE" h1 \
+    "$module" arg1 arg2
 code=$?
 set -e
 echo "exit code: $code"

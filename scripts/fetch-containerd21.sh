@@ -3,7 +3,7 @@
 # The archive URI is read from this machine's apt sources; the system's apt state is untouched.
 set -euo pipefail
 
-VERSION="2.1.9+ds1-5"
+VERSION="${CONTAINERD21_VERSION:-2.1.9+ds1-5}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE="$ROOT/.cache"
 PREFIX="$CACHE/containerd-2.1"
@@ -41,22 +41,30 @@ opts=(
     -o "APT::Sandbox::User=root"
 )
 
+download() {
+    rm -f "$APT"/debs/*.deb
+    (cd "$APT/debs" && apt-get "${opts[@]}" -q download "containerd=$VERSION")
+}
 if ! compgen -G "$APT/lists/*sid*Packages*" >/dev/null; then
     apt-get "${opts[@]}" -q update
 fi
-(cd "$APT/debs" && apt-get "${opts[@]}" -q download "containerd=$VERSION")
+if ! download; then
+    # The lists may be stale; refresh them once and retry.
+    apt-get "${opts[@]}" -q update
+    download
+fi
 
 rm -rf "$PREFIX.tmp"
 mkdir -p "$PREFIX.tmp"
 for deb in "$APT"/debs/containerd_*.deb; do
     dpkg -x "$deb" "$PREFIX.tmp"
 done
-rm -rf "$PREFIX"
-mv "$PREFIX.tmp" "$PREFIX"
-
-out="$("$PREFIX/usr/bin/containerd" --version)"
+out="$("$PREFIX.tmp/usr/bin/containerd" --version)"
 echo "$out"
-if [[ "$out" != *" 2.1.9"* ]]; then
-    echo "fetch-containerd21: expected containerd 2.1.9, got: $out" >&2
+if [[ "$out" != *" ${VERSION%%+*}"* ]]; then
+    echo "fetch-containerd21: expected containerd ${VERSION%%+*}, got: $out" >&2
     exit 1
 fi
+rm -rf "$PREFIX"
+mv "$PREFIX.tmp" "$PREFIX"
+rm -f "$APT"/debs/*.deb

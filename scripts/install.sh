@@ -39,7 +39,13 @@ fi
 # 2. The venv and the package (editable, with dev tools).
 if [[ ! -x "$VENV/bin/python" ]]; then
     log "creating $VENV"
-    python3 -m venv "$VENV"
+    if ! python3 -m venv "$VENV"; then
+        # Debian's own python3 needs python3-venv for ensurepip.
+        rm -rf "$VENV"
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv
+        python3 -m venv "$VENV"
+    fi
 fi
 stamp="$VENV/.pywasmd-install-stamp"
 if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]] \

@@ -57,8 +57,9 @@ def locate_module(rootfs: str, arg0: str, cwd: str = "/") -> str:
     try:
         st = os.stat(host)
     except FileNotFoundError:
-        raise InvalidArgument(f"Wasm module {arg0!r} not found in the container rootfs; {hint}") \
-            from None
+        raise InvalidArgument(
+            f"Wasm module {arg0!r} not found in the container rootfs; {hint}"
+        ) from None
     except OSError as exc:
         raise InvalidArgument(f"Wasm module {arg0!r} cannot be read: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode):

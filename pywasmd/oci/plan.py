@@ -24,8 +24,19 @@ KERNEL_MOUNT_TYPES = frozenset(
     {"proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2", "securityfs", "debugfs"}
 )
 KERNEL_DESTINATIONS = frozenset(
-    {"/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys/fs/cgroup",
-     "/etc/resolv.conf", "/etc/hostname", "/etc/hosts", "/run/secrets"}
+    {
+        "/proc",
+        "/sys",
+        "/dev",
+        "/dev/pts",
+        "/dev/shm",
+        "/dev/mqueue",
+        "/sys/fs/cgroup",
+        "/etc/resolv.conf",
+        "/etc/hostname",
+        "/etc/hosts",
+        "/run/secrets",
+    }
 )
 
 
@@ -106,8 +117,9 @@ def mount_preopens(mounts: tuple[Mount, ...]) -> tuple[Preopen, ...]:
         if is_kernel_mount(mount):
             continue
         options = set(mount.options)
-        if mount.type in ("bind", "rbind", "none", "") and (options & {"bind", "rbind"}
-                                                             or mount.type in ("bind", "rbind")):
+        if mount.type in ("bind", "rbind", "none", "") and (
+            options & {"bind", "rbind"} or mount.type in ("bind", "rbind")
+        ):
             guest = posixpath.normpath(mount.destination)
             grants.append(Preopen(mount.source, guest, readonly="ro" in options))
     return tuple(grants)

@@ -103,11 +103,11 @@ def _process(raw: Mapping[str, Any]) -> Process:
     if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
         raise InvalidArgument(
             "process.args must be a non-empty list of strings whose first element names "
-            "the Wasm module, e.g. [\"/app.wasm\"]; give the image an entrypoint or pass a command"
+            'the Wasm module, e.g. ["/app.wasm"]; give the image an entrypoint or pass a command'
         )
     env = raw.get("env", [])
     if not isinstance(env, list) or not all(isinstance(e, str) for e in env):
-        raise InvalidArgument("process.env must be a list of \"KEY=VALUE\" strings")
+        raise InvalidArgument('process.env must be a list of "KEY=VALUE" strings')
     user_raw = raw.get("user") or {}
     user = User(
         uid=int(user_raw.get("uid", 0)),

@@ -67,11 +67,14 @@ def _listen(path: str) -> socket.socket | None:
     raise OSError(errno.EADDRINUSE, f"cannot bind {path}")
 
 
-def _detach_stdio() -> None:
+def _detach(keep: int) -> None:
+    """Leave containerd's pipes and every fd it let us inherit; keep only ``keep``."""
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     os.close(null)
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 65536)
 
 
 def start(args: ShimArgs) -> int:
@@ -87,7 +90,7 @@ def start(args: ShimArgs) -> int:
         sys.stdout.flush()
         if os.fork() == 0:
             os.setsid()
-            _detach_stdio()
+            _detach(listener.fileno())
             from pywasmd.shim.serve import serve
 
             try:

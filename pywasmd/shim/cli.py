@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-_VALUE_FLAGS = {"namespace", "address", "publish-binary", "id", "bundle", "socket",
-                "debug-socket"}
+_VALUE_FLAGS = {"namespace", "address", "publish-binary", "id", "bundle", "socket", "debug-socket"}
 _BOOL_FLAGS = {"debug", "v", "version", "info"}
 
 
@@ -54,8 +53,12 @@ def parse(argv: list[str]) -> ShimArgs:
                 i += 1
             else:
                 raise UsageError(f"flag -{name} needs a value")
-        elif not eq and i < len(argv) and not argv[i].startswith("-") \
-                and argv[i] not in ("start", "delete"):
+        elif (
+            not eq
+            and i < len(argv)
+            and not argv[i].startswith("-")
+            and argv[i] not in ("start", "delete")
+        ):
             i += 1  # an unknown flag with a value: skip both
     return ShimArgs(
         action=positional[0] if positional else "",

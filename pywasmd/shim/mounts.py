@@ -68,8 +68,9 @@ def _libc() -> ctypes.CDLL:
 
 
 def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
-    rc = _libc().mount(source.encode(), target.encode(), fstype.encode(), flags,
-                       data.encode() if data else None)
+    rc = _libc().mount(
+        source.encode(), target.encode(), fstype.encode(), flags, data.encode() if data else None
+    )
     if rc != 0:
         err = ctypes.get_errno()
         raise InvalidArgument(

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+import time
 
 from pywasmd.shim.cli import ShimArgs
 
@@ -37,10 +38,14 @@ def _setup_logging(debug: bool) -> None:
     _open_log()
     logging.raiseExceptions = False  # a full or broken log FIFO drops lines, nothing more
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter('time="%(asctime)s" level=%(levelname)s msg="%(message)s" '
-                          "runtime=io.containerd.pywasm.v1")
+    # containerd copies these lines into its own log: match its logfmt shape.
+    formatter = logging.Formatter(
+        'time="%(asctime)s.%(msecs)03dZ" level=%(levelname)s msg="%(message)s" '
+        "runtime=io.containerd.pywasm.v1",
+        datefmt="%Y-%m-%dT%H:%M:%S",
     )
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)

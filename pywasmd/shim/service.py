@@ -135,10 +135,15 @@ class TaskService:
             ev.TaskCreate(
                 container_id=req.id,
                 bundle=req.bundle,
-                rootfs=[mount_pb2.Mount(type=m.type, source=m.source, target=m.target,
-                                        options=m.options) for m in req.rootfs],
-                io=ev.TaskIO(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr,
-                             terminal=req.terminal),
+                rootfs=[
+                    mount_pb2.Mount(
+                        type=m.type, source=m.source, target=m.target, options=m.options
+                    )
+                    for m in req.rootfs
+                ],
+                io=ev.TaskIO(
+                    stdin=req.stdin, stdout=req.stdout, stderr=req.stderr, terminal=req.terminal
+                ),
                 checkpoint=req.checkpoint,
                 pid=worker.pid,
             ),
@@ -193,8 +198,9 @@ class TaskService:
         except ProcessLookupError:
             raise NotFound(f"container {req.id!r}: process already finished") from None
         except (ValueError, OSError) as exc:
-            raise InvalidArgument(f"container {req.id!r}: cannot send signal "
-                                  f"{req.signal}: {exc}") from exc
+            raise InvalidArgument(
+                f"container {req.id!r}: cannot send signal {req.signal}: {exc}"
+            ) from exc
         return empty_pb2.Empty()
 
     async def delete(self, req: pb.DeleteRequest) -> pb.DeleteResponse:

@@ -52,6 +52,8 @@ def _become(uid: int, gid: int, groups: tuple[int, ...]) -> None:
 
 def main() -> None:
     _reset_signals()
+    # Only stdio and the control socket belong to the container.
+    os.closerange(CONTROL_FD + 1, 65536)
     from pywasmd.engine import get_engine
     from pywasmd.errors import ShimError
     from pywasmd.oci.plan import WasiPlan
@@ -67,8 +69,7 @@ def main() -> None:
         os.write(CONTROL_FD, b"err " + exc.message.replace("\n", " ").encode() + b"\n")
         os._exit(1)
     except Exception as exc:  # noqa: BLE001 - any failure must reach the user as text
-        os.write(CONTROL_FD, f"err {type(exc).__name__}: {exc}".replace("\n", " ").encode()
-                 + b"\n")
+        os.write(CONTROL_FD, f"err {type(exc).__name__}: {exc}".replace("\n", " ").encode() + b"\n")
         os._exit(1)
     os.write(CONTROL_FD, b"ok\n")
     if _read_line(CONTROL_FD) != b"go":

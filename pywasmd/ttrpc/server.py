@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any
 
 from google.protobuf.message import DecodeError
 
@@ -53,6 +54,9 @@ class Server:
         self._services = services
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[_Connection] = set()
+        # Calls whose connection is gone; close() still has to cancel them.
+        self._orphans: set[asyncio.Task[None]] = set()
+        self._closing = False
         self._closed = asyncio.Event()
 
     @property
@@ -60,14 +64,18 @@ class Server:
         return len(self._connections)
 
     async def serve(self, sock: socket.socket) -> None:
-        """Accept connections on ``sock`` until close() is called.
+        """Accept connections on ``sock`` until close() has finished.
 
         The socket is bound and listening before this runs (the shim binds it before it
         detaches, so containerd can connect as soon as ``start`` prints the address).
         """
-        if self._closed.is_set():
+        if self._closing:
             raise RuntimeError("server is closed")
-        self._server = await asyncio.start_unix_server(self._accept, sock=sock)
+        server = await asyncio.start_unix_server(self._accept, sock=sock)
+        self._server = server
+        if self._closing:
+            # close() ran while the listener was being set up and could not reach it.
+            server.close()
         await self._closed.wait()
 
     async def close(self) -> None:
@@ -76,18 +84,26 @@ class Server:
         Do not await this from inside a handler: it cancels that handler too. A Shutdown
         handler should schedule it after its own response has gone out.
         """
-        self._closed.set()
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
         if self._server is not None:
             self._server.close()
         connections = list(self._connections)
         for conn in connections:
             conn.abort()
+        orphans = list(self._orphans)
+        for task in orphans:
+            task.cancel()
         await asyncio.gather(*(conn.finished() for conn in connections))
+        await asyncio.gather(*orphans, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
+        self._closed.set()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._closed.is_set():
+        if self._closing:
             writer.close()
             return
         conn = _Connection(self._services, reader, writer)
@@ -96,6 +112,9 @@ class Server:
             await conn.run()
         finally:
             self._connections.discard(conn)
+            for task in conn.calls():
+                self._orphans.add(task)
+                task.add_done_callback(self._orphans.discard)
 
 
 class _Connection:
@@ -113,11 +132,9 @@ class _Connection:
         self._decoder = FrameDecoder()
         self._last_stream_id = 0
         self._lost = False
-        self._run_task: asyncio.Task[None] | None = None
         self._done = asyncio.Event()
 
     async def run(self) -> None:
-        self._run_task = asyncio.current_task()
         try:
             await self._read_loop()
         except (ConnectionError, OSError) as exc:
@@ -133,13 +150,19 @@ class _Connection:
             self._done.set()
 
     def abort(self) -> None:
-        """Server shutdown: cancel the reader and every call in flight."""
+        """Server shutdown: cancel every call in flight and drop the connection.
+
+        The reader is stopped by aborting the transport (it then sees EOF), not by
+        cancelling it: on Python 3.11 asyncio logs a cancelled connection callback as an
+        error.
+        """
         for task in self._calls:
             task.cancel()
-        if self._run_task is not None:
-            self._run_task.cancel()
-        else:
-            self._done.set()
+        self._lost = True
+        self._writer.transport.abort()
+
+    def calls(self) -> list[asyncio.Task[None]]:
+        return [task for task in self._calls if not task.done()]
 
     async def finished(self) -> None:
         await self._done.wait()
@@ -192,8 +215,8 @@ class _Connection:
         self._last_stream_id = item.stream_id
         self._spawn(self._dispatch(item))
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._calls.add(task)
         task.add_done_callback(self._calls.discard)
 
@@ -226,9 +249,7 @@ class _Connection:
         except RpcError:
             raise
         except Exception as exc:
-            log.error(
-                "ttrpc %s/%s failed", request.service, request.method, exc_info=True
-            )
+            log.error("ttrpc %s/%s failed", request.service, request.method, exc_info=True)
             raise RpcError(Code.UNKNOWN, str(exc)) from exc
 
     async def _send_status(self, stream_id: int, code: int, message: str) -> None:

@@ -40,8 +40,14 @@ def make_bundle(tmp_path, wat: str | None, args=("/app.wasm",), raw: bytes | Non
     rootfs = bundle / "rootfs"
     rootfs.mkdir(parents=True)
     (rootfs / "app.wasm").write_bytes(raw if raw is not None else wasmtime.wat2wasm(wat))
-    (bundle / "config.json").write_text(json.dumps(
-        {"process": {"args": list(args), "env": ["A=1"], "cwd": "/"}, "root": {"path": "rootfs"}}))
+    (bundle / "config.json").write_text(
+        json.dumps(
+            {
+                "process": {"args": list(args), "env": ["A=1"], "cwd": "/"},
+                "root": {"path": "rootfs"},
+            }
+        )
+    )
     return bundle
 
 
@@ -59,6 +65,7 @@ def run(coro_fn):
             await coro_fn(TaskService(ProcessLauncher(), reaper, rec), rec)
         finally:
             loop.remove_signal_handler(signal.SIGCHLD)
+
     asyncio.run(main())
 
 
@@ -83,8 +90,12 @@ def test_full_lifecycle_exit_code_output_and_event_order(tmp_path):
         assert (deleted.pid, deleted.exit_status) == (created.pid, 7)
         with pytest.raises(NotFound):
             await svc.state(pb.StateRequest(id="c1"))
-        assert [t for t, _ in rec.events] == ["/tasks/create", "/tasks/start", "/tasks/exit",
-                                              "/tasks/delete"]
+        assert [t for t, _ in rec.events] == [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete",
+        ]
         assert svc.task_count == 0
 
     run(body)
