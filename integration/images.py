@@ -1,25 +1,28 @@
 """Build the test images and import them into a private containerd.
 
 - one wasi/wasm image per guest, `docker.io/library/pw-<name>:latest`, made by the product's own
-  `pywasm build` CLI (falls back to integration/ociarchive.py while the CLI does not exist yet);
-- `docker.io/library/pw-badwasm:latest`, whose entrypoint `/bad.wasm` is not Wasm;
-- `docker.io/library/pw-busybox:latest`, linux/amd64, for runc.
+  `pywasm build` CLI;
+- `docker.io/library/pw-badwasm:latest`, whose entrypoint `/bad.wasm` is not Wasm (the CLI
+  refuses such a module, so it is built with the `pywasmd.image.build` API);
+- `docker.io/library/pw-busybox:latest`, linux/amd64 with a static busybox, for runc (also
+  through `pywasmd.image.build`).
 
-Archives are cached under .cache/images/ by content; importing is per containerd.
+Archives are cached under .cache/images/ by content (of the input and of the image code);
+importing is per containerd.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import json
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
-from integration import guests, ociarchive
+from integration import guests
 from integration.containerd import VENV_BIN, Containerd
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,14 +30,11 @@ CACHE = REPO / ".cache" / "images"
 BUSYBOX = "docker.io/library/pw-busybox:latest"
 BADWASM = "docker.io/library/pw-badwasm:latest"
 BADWASM_PATH = "/bad.wasm"
+BUSYBOX_BINARY = Path("/bin/busybox")
 
 
 def ref(name: str) -> str:
     return f"docker.io/library/pw-{name}:latest"
-
-
-def have_cli() -> bool:
-    return importlib.util.find_spec("pywasmd.cli") is not None
 
 
 def _key(*parts: bytes) -> str:
@@ -44,18 +44,15 @@ def _key(*parts: bytes) -> str:
     return h.hexdigest()[:16]
 
 
+def _image_code() -> bytes:
+    """The product code that makes archives: a change to it invalidates the cache."""
+    files = [REPO / "pywasmd" / "cli.py", *sorted((REPO / "pywasmd" / "image").glob("*.py"))]
+    return b"".join(p.read_bytes() for p in files)
+
+
 def build_wasm_archive(name: str, module: Path) -> Path:
     """Build the OCI archive of guest `name` with `pywasm build`; cached by module content."""
-    data = module.read_bytes()
-    if not have_cli():
-        out = CACHE / f"pw-{name}-{_key(data, b'ociarchive')}.tar"
-        if not out.exists():
-            image = ociarchive.wasm_image(ref(name), f"/{name}.wasm", data)
-            ociarchive.write(image, out)
-        return out
-    cli = REPO / "pywasmd" / "cli.py"
-    image_src = b"".join(p.read_bytes() for p in sorted((REPO / "pywasmd" / "image").glob("*.py")))
-    out = CACHE / f"pw-{name}-{_key(data, cli.read_bytes(), image_src)}.tar"
+    out = CACHE / f"pw-{name}-{_key(module.read_bytes(), _image_code())}.tar"
     if out.exists():
         return out
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -68,20 +65,45 @@ def build_wasm_archive(name: str, module: Path) -> Path:
     return out
 
 
-def build_busybox_archive() -> Path:
-    data = Path("/bin/busybox").read_bytes()
-    out = CACHE / f"pw-busybox-{_key(data, b'v1')}.tar"
+def _write(out: Path, reference: str, **image: Any) -> Path:
+    from pywasmd.image.build import build_image
+    from pywasmd.image.layout import write_archive
+
     if not out.exists():
-        ociarchive.write(ociarchive.busybox_image(BUSYBOX), out)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        write_archive(build_image(**image), reference, out)
     return out
+
+
+def build_busybox_archive() -> Path:
+    from pywasmd.image.build import Directory, File, Platform, Symlink
+
+    data = BUSYBOX_BINARY.read_bytes()
+    files: dict[str, object] = {"/bin/busybox": File(data, 0o755)}
+    for applet in ("sh", "echo", "cat", "sleep", "true", "false", "ls", "env"):
+        files[f"/bin/{applet}"] = Symlink("busybox")
+    files["/tmp"] = Directory(0o1777)
+    files["/etc"] = Directory()
+    return _write(
+        CACHE / f"pw-busybox-{_key(data, _image_code())}.tar",
+        BUSYBOX,
+        files=files,
+        cmd=["/bin/sh"],
+        env=["PATH=/bin"],
+        platform=Platform("linux", "amd64"),
+    )
 
 
 def build_badwasm_archive() -> Path:
+    from pywasmd.image.build import File
+
     data = b"this is not a WebAssembly module\n"
-    out = CACHE / f"pw-badwasm-{_key(data)}.tar"
-    if not out.exists():
-        ociarchive.write(ociarchive.wasm_image(BADWASM, BADWASM_PATH, data), out)
-    return out
+    return _write(
+        CACHE / f"pw-badwasm-{_key(data, _image_code())}.tar",
+        BADWASM,
+        files={BADWASM_PATH: File(data, 0o755)},
+        entrypoint=[BADWASM_PATH],
+    )
 
 
 def build_archives() -> dict[str, Path]:
@@ -153,8 +175,6 @@ def import_all(ctrd: Containerd, archives: dict[str, Path] | None = None) -> dic
 def main() -> None:
     for image, archive in build_archives().items():
         print(f"{image:45} {archive}")
-    if not have_cli():
-        print("note: pywasmd.cli is missing; wasm images came from integration/ociarchive.py")
 
 
 if __name__ == "__main__":

@@ -1,35 +1,69 @@
 """The whole surface an engine offers the shim.
 
-An engine turns a :class:`~pywasmd.oci.plan.WasiPlan` into a running guest.  It
-is used only inside a worker process (one per container), so ``run`` may block
-and may leave the process in any state: the worker exits right after it.
+An engine turns a :class:`~pywasmd.oci.plan.WasiPlan` into a running guest.  ``load`` (or
+``load_precompiled``) and ``run`` are used only inside a worker process (one per container), so
+they may block and may change process-wide state: the worker exits right after ``run``.
+``precompile`` and ``fingerprint`` have no side effects, so the shim may call them anywhere.
+Nothing outside ``pywasmd/engines/`` imports an engine library.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Protocol
 
+from pywasmd.errors import InvalidArgument, Unavailable
 from pywasmd.oci.plan import WasiPlan
 
 #: Exit status of a guest that trapped (like a native program killed by SIGABRT).
 TRAP_EXIT_STATUS = 134
 
+#: Layer media types of a Wasm module or component in an OCI artifact.
+WASM_LAYER = "application/wasm"
+WASM_CONTENT_LAYER = "application/vnd.wasm.content.layer.v1+wasm"
+WASM_COMPONENT_LAYER = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm"
+
 
 class Engine(Protocol):
     name: str
+    #: Layer media types whose content this engine can run.
+    media_types: frozenset[str]
 
     def load(self, plan: WasiPlan) -> object:
-        """Compile or load the module; raise ``InvalidArgument`` when it cannot run."""
+        """Compile the module; raise ``InvalidArgument`` naming the field when it cannot run."""
 
     def run(self, loaded: object, plan: WasiPlan) -> int:
         """Run the guest with the container's stdio on fds 0-2; return its exit status."""
 
+    def precompile(self, plan: WasiPlan) -> bytes:
+        """Compile the module to bytes that ``load_precompiled`` accepts on this node."""
+
+    def load_precompiled(self, data: bytes, plan: WasiPlan) -> object:
+        """``load`` from ``precompile``'s output, checking the plan as ``load`` does."""
+
+    def fingerprint(self, plan: WasiPlan) -> str:
+        """What, besides the module digest, decides ``precompile``'s output (cache key part)."""
+
+
+# name -> (module, class, what to install when the module does not import)
+_KNOWN: dict[str, tuple[str, str, str]] = {
+    "wasmtime": ("pywasmd.engines.wasmtime", "WasmtimeEngine", "`pip install wasmtime`"),
+    "wasmer": (
+        "pywasmd.engines.wasmer",
+        "WasmerEngine",
+        "Python <= 3.10 and `pip install 'pywasmd[wasmer]'`",
+    ),
+}
+
+ENGINE_NAMES = tuple(sorted(_KNOWN))
+
 
 def get_engine(name: str) -> Engine:
-    from pywasmd.errors import InvalidArgument
-
-    if name == "wasmtime":
-        from pywasmd.engines.wasmtime import WasmtimeEngine
-
-        return WasmtimeEngine()
-    raise InvalidArgument(f"unknown engine {name!r}; available: wasmtime")
+    if name not in _KNOWN:
+        raise InvalidArgument(f"unknown engine {name!r}; known engines: {', '.join(ENGINE_NAMES)}")
+    module, cls, needs = _KNOWN[name]
+    try:
+        engine: Engine = getattr(importlib.import_module(module), cls)()
+    except ImportError as exc:
+        raise Unavailable(f"engine {name} needs {needs} (on this node: {exc})") from exc
+    return engine

@@ -1,70 +1,212 @@
-"""The default engine, on wasmtime-py.  The only module that imports wasmtime."""
+"""The default engine, on wasmtime-py.  The only module that imports wasmtime.
+
+Runs WASI preview 1 command modules (``_start``) and WASI preview 2 command components
+(``wasi:cli/run``), told apart by their binary header.
+"""
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from importlib.metadata import version
 
 import wasmtime
+from wasmtime import component as wc
 
-from pywasmd.engine import TRAP_EXIT_STATUS
+from pywasmd.engine import (
+    TRAP_EXIT_STATUS,
+    WASM_COMPONENT_LAYER,
+    WASM_CONTENT_LAYER,
+    WASM_LAYER,
+)
+from pywasmd.engines._wasmbin import binary_kind
 from pywasmd.errors import InvalidArgument
 from pywasmd.oci.plan import WasiPlan
+
+# Every feature of the allow-list (pywasmd.oci.engine_choice) and the Config switch it flips.
+# They are all switched off unless asked for, so a module behaves the same whatever this
+# wasmtime release happens to enable by default.
+_SWITCHES: dict[str, str] = {
+    "gc": "wasm_gc",
+    "exceptions": "wasm_exceptions",
+    "tail-call": "wasm_tail_call",
+    "threads": "wasm_threads",
+    "relaxed-simd": "wasm_relaxed_simd",
+    "memory64": "wasm_memory64",
+    "multi-memory": "wasm_multi_memory",
+    "function-references": "wasm_function_references",
+}
+# wasmtime refuses a Config that enables a proposal without the ones it builds on.
+_IMPLIES: dict[str, frozenset[str]] = {
+    "gc": frozenset({"function-references"}),
+    "exceptions": frozenset({"gc", "function-references"}),
+}
+
+_RUN_INTERFACE = "wasi:cli/run@0.2"
 
 
 @dataclass
 class _Loaded:
     engine: wasmtime.Engine
-    module: wasmtime.Module
+    code: wasmtime.Module | wc.Component
 
 
-class WasmtimeEngine:
-    name = "wasmtime"
+def _first_line(exc: BaseException, default: str) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else default
 
-    def load(self, plan: WasiPlan) -> object:
-        engine = wasmtime.Engine(wasmtime.Config())
-        try:
-            module = wasmtime.Module.from_file(engine, plan.module)
-        except wasmtime.WasmtimeError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid module"
-            raise InvalidArgument(
-                f"Wasm module {plan.argv[0]!r} cannot be compiled: {first}"
-            ) from exc
-        if not any(e.name == "_start" for e in module.exports):
+
+def _cause(exc: BaseException, default: str) -> str:
+    # A trap's text is a backtrace followed by "Caused by:"; its last line is the reason.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else default
+
+
+def _enabled(features: tuple[str, ...]) -> frozenset[str]:
+    wanted = set(features)
+    for feature in features:
+        wanted |= _IMPLIES.get(feature, frozenset())
+    return frozenset(wanted)
+
+
+def _engine(plan: WasiPlan) -> wasmtime.Engine:
+    config = wasmtime.Config()
+    config.wasm_component_model = True
+    enabled = _enabled(plan.features)
+    for feature, switch in _SWITCHES.items():
+        setattr(config, switch, feature in enabled)
+    if "threads" in enabled:
+        config.shared_memory = True
+    try:
+        return wasmtime.Engine(config)
+    except wasmtime.WasmtimeError as exc:
+        raise InvalidArgument(
+            f"engine wasmtime cannot enable features {sorted(plan.features)}: {_first_line(exc, '')}"
+        ) from exc
+
+
+def _kind(plan: WasiPlan) -> str:
+    try:
+        with open(plan.module, "rb") as f:
+            header = f.read(8)
+    except OSError as exc:
+        raise InvalidArgument(f"Wasm module {plan.argv[0]!r} cannot be read: {exc}") from exc
+    return binary_kind(header, f"Wasm module {plan.argv[0]!r}")
+
+
+def _check(engine: wasmtime.Engine, code: wasmtime.Module | wc.Component, plan: WasiPlan) -> None:
+    if isinstance(code, wasmtime.Module):
+        if not any(e.name == "_start" for e in code.exports):
             raise InvalidArgument(
                 f"Wasm module {plan.argv[0]!r} exports no _start function: build it as a "
                 "WASI command (e.g. `zig cc --target=wasm32-wasi`), not as a library"
             )
-        return _Loaded(engine, module)
+        return
+    if not any(name.startswith(_RUN_INTERFACE) for name in code.type.exports(engine)):
+        raise InvalidArgument(
+            f"Wasm component {plan.argv[0]!r} exports no {_RUN_INTERFACE}.x run interface: "
+            "build it as a wasi:cli/command component, not as a library"
+        )
+
+
+def _wasi(plan: WasiPlan) -> wasmtime.WasiConfig:
+    wasi = wasmtime.WasiConfig()
+    wasi.argv = list(plan.argv)
+    wasi.env = [list(kv) for kv in plan.env]
+    wasi.inherit_stdin()
+    wasi.inherit_stdout()
+    wasi.inherit_stderr()
+    for grant in plan.preopens:
+        wasi.preopen_dir(grant.host, grant.guest, fs_mutable=not grant.readonly)
+    return wasi
+
+
+class WasmtimeEngine:
+    name = "wasmtime"
+    media_types = frozenset({WASM_LAYER, WASM_CONTENT_LAYER, WASM_COMPONENT_LAYER})
+
+    def load(self, plan: WasiPlan) -> object:
+        engine = _engine(plan)
+        what = f"Wasm module {plan.argv[0]!r}"
+        code: wasmtime.Module | wc.Component
+        try:
+            if _kind(plan) == "component":
+                code = wc.Component.from_file(engine, plan.module)
+            else:
+                code = wasmtime.Module.from_file(engine, plan.module)
+        except wasmtime.WasmtimeError as exc:
+            raise InvalidArgument(
+                f"{what} cannot be compiled: {_first_line(exc, 'invalid module')}"
+            ) from exc
+        _check(engine, code, plan)
+        return _Loaded(engine, code)
+
+    def precompile(self, plan: WasiPlan) -> bytes:
+        loaded = self.load(plan)
+        assert isinstance(loaded, _Loaded)
+        return bytes(loaded.code.serialize())
+
+    def load_precompiled(self, data: bytes, plan: WasiPlan) -> object:
+        engine = _engine(plan)
+        code: wasmtime.Module | wc.Component
+        try:
+            if _kind(plan) == "component":
+                code = wc.Component.deserialize(engine, data)
+            else:
+                code = wasmtime.Module.deserialize(engine, data)
+        except wasmtime.WasmtimeError as exc:
+            raise InvalidArgument(
+                f"precompiled code for {plan.argv[0]!r} does not fit this engine: "
+                f"{_first_line(exc, 'incompatible')}"
+            ) from exc
+        _check(engine, code, plan)
+        return _Loaded(engine, code)
+
+    def fingerprint(self, plan: WasiPlan) -> str:
+        features = ",".join(sorted(_enabled(plan.features)))
+        return f"wasmtime {version('wasmtime')} features={features}"
 
     def run(self, loaded: object, plan: WasiPlan) -> int:
         assert isinstance(loaded, _Loaded)
         store = wasmtime.Store(loaded.engine)
         if plan.memory_limit is not None:
             store.set_limits(memory_size=plan.memory_limit)
-        wasi = wasmtime.WasiConfig()
-        wasi.argv = list(plan.argv)
-        wasi.env = [list(kv) for kv in plan.env]
-        wasi.inherit_stdin()
-        wasi.inherit_stdout()
-        wasi.inherit_stderr()
-        for grant in plan.preopens:
-            wasi.preopen_dir(grant.host, grant.guest, fs_mutable=not grant.readonly)
-        store.set_wasi(wasi)
-        linker = wasmtime.Linker(loaded.engine)
-        linker.define_wasi()
+        store.set_wasi(_wasi(plan))
         try:
-            instance = linker.instantiate(store, loaded.module)
-            start = instance.exports(store)["_start"]
-            assert isinstance(start, wasmtime.Func)
-            start(store)
+            if isinstance(loaded.code, wc.Component):
+                return _run_component(loaded.engine, store, loaded.code)
+            return _run_module(loaded.engine, store, loaded.code)
         except wasmtime.ExitTrap as exc:
             return int(exc.code)
-        except wasmtime.Trap as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "trap"
-            print(f"pywasm: guest trapped: {reason}", file=sys.stderr, flush=True)
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            # Component traps arrive as plain WasmtimeError; the text tells them apart.
+            trapped = isinstance(exc, wasmtime.Trap) or "wasm trap" in str(exc)
+            what = "trapped" if trapped else "failed"
+            print(f"pywasm: guest {what}: {_cause(exc, 'trap')}", file=sys.stderr, flush=True)
             return TRAP_EXIT_STATUS
-        except wasmtime.WasmtimeError as exc:
-            print(f"pywasm: guest failed: {str(exc).strip()}", file=sys.stderr, flush=True)
-            return TRAP_EXIT_STATUS
-        return 0
+
+
+def _run_module(engine: wasmtime.Engine, store: wasmtime.Store, module: wasmtime.Module) -> int:
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    instance = linker.instantiate(store, module)
+    start = instance.exports(store)["_start"]
+    assert isinstance(start, wasmtime.Func)
+    start(store)
+    return 0
+
+
+def _run_component(engine: wasmtime.Engine, store: wasmtime.Store, code: wc.Component) -> int:
+    linker = wc.Linker(engine)
+    linker.add_wasip2()
+    instance = linker.instantiate(store, code)
+    interface = next(n for n in code.type.exports(engine) if n.startswith(_RUN_INTERFACE))
+    iface = instance.get_export_index(store, interface)
+    index = instance.get_export_index(store, "run", iface) if iface is not None else None
+    run = instance.get_func(store, index) if index is not None else None
+    if run is None:
+        raise wasmtime.WasmtimeError(f"the component exports no {interface}#run function")
+    result = run(store)
+    run.post_return(store)
+    # wasi:cli/run returns result<_, _>: ok is a clean exit, err the generic failure status.
+    return 0 if getattr(result, "tag", None) == "ok" else 1

@@ -76,7 +76,7 @@ class Directory:
 
 # A bare Path is a host file whose exec bits decide between 0755 and 0644 (the host's other
 # mode bits follow the umask, which must not leak into digests); bare bytes are a 0644 file.
-FileSource: TypeAlias = "Path | bytes | File | Symlink | Directory"
+FileSource: TypeAlias = Path | bytes | File | Symlink | Directory
 
 
 @dataclass(frozen=True)
@@ -161,17 +161,18 @@ def build_image(
     platform: Platform = WASI,
 ) -> Image:
     """Keyword form of `build`, e.g. for a linux/amd64 busybox image in tests."""
-    return build(
-        ImageSpec(files, tuple(entrypoint), tuple(cmd), tuple(env), working_dir,
-                  dict(labels or {}), platform)
-    )  # fmt: skip
+    spec = ImageSpec(
+        files, tuple(entrypoint), tuple(cmd), tuple(env), working_dir, dict(labels or {}), platform
+    )
+    return build(spec)
 
 
 def tree(host_dir: Path, guest_dir: str) -> dict[str, FileSource]:
     """Every file, directory and symlink under `host_dir`, placed under `guest_dir`."""
     if not host_dir.is_dir():
         raise InvalidArgument(f"{host_dir}: not a directory")
-    out: dict[str, FileSource] = {guest_dir: Directory()}
+    guest_dir = posixpath.normpath(guest_dir)
+    out: dict[str, FileSource] = {} if guest_dir == "/" else {guest_dir: Directory()}
     for root, dirs, names in os.walk(host_dir):
         rel = Path(root).relative_to(host_dir)
         for name in sorted(dirs + names):
@@ -239,8 +240,6 @@ def _entries(files: Mapping[str, FileSource]) -> list[_Entry]:
     entries: dict[str, _Entry] = {}
     for guest, source in files.items():
         path = _guest_path(guest)
-        if path in entries and entries[path].kind != tarfile.DIRTYPE:
-            raise InvalidArgument(f"{guest}: given twice in the image's files")
         entries[path] = _entry(path, guest, source)
     for path in list(entries):
         parent = posixpath.dirname(path)
@@ -256,13 +255,13 @@ def _entries(files: Mapping[str, FileSource]) -> list[_Entry]:
 def _guest_path(guest: str) -> str:
     if not guest.startswith("/"):
         raise InvalidArgument(f"{guest}: paths inside the image must be absolute")
+    if guest == "/":
+        raise InvalidArgument("/: the image root is always a directory; name a path below it")
+    # Unnormalized spellings would let two keys name one path and so make the layer ambiguous.
     parts = guest.split("/")[1:]
-    if any(p in ("", ".", "..") for p in parts) and guest != "/":
+    if any(p in ("", ".", "..") for p in parts):
         raise InvalidArgument(f"{guest}: path inside the image must be normalized (no //, ., ..)")
-    path = "/".join(parts)
-    if not path:
-        raise InvalidArgument("/: the image root cannot be a file")
-    return path
+    return "/".join(parts)
 
 
 def _entry(path: str, guest: str, source: FileSource) -> _Entry:
@@ -321,7 +320,6 @@ def reproducible_tarinfo(name: str, size: int, mode: int) -> tarfile.TarInfo:
 def _gzip(data: bytes) -> bytes:
     buf = io.BytesIO()
     # filename="" and mtime=0 keep the host's name and clock out of the gzip header.
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0,
-                       compresslevel=_GZIP_LEVEL) as gz:  # fmt: skip
+    with gzip.GzipFile("", "wb", _GZIP_LEVEL, buf, mtime=0) as gz:
         gz.write(data)
     return buf.getvalue()

@@ -59,6 +59,7 @@ class WasiPlan:
     additional_gids: tuple[int, ...] = ()
     memory_limit: int | None = None
     engine: str = "wasmtime"
+    features: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -72,6 +73,7 @@ class WasiPlan:
             "additional_gids": list(self.additional_gids),
             "memory_limit": self.memory_limit,
             "engine": self.engine,
+            "features": list(self.features),
         }
 
     @classmethod
@@ -93,6 +95,7 @@ class WasiPlan:
             additional_gids=tuple(int(str(g)) for g in seq("additional_gids")),
             memory_limit=int(limit) if isinstance(limit, int) else None,
             engine=str(raw.get("engine", "wasmtime")),
+            features=tuple(str(f) for f in seq("features")) if "features" in raw else (),
         )
 
 

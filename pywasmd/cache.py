@@ -1,0 +1,113 @@
+"""The node's compile cache: a module is compiled once per node, not once per start.
+
+Entries are content-addressed: ``sha256(module bytes)`` plus a fingerprint of
+everything that changes the machine code (engine name and version, enabled
+features, host CPU).  Writers go through a temporary file and ``rename``, so a
+crash or a full disk never leaves a torn entry; readers see a whole entry or
+none.  Every failure here is soft: the container still runs, compiled in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+
+log = logging.getLogger("pywasmd.cache")
+
+DEFAULT_DIR = "/var/lib/pywasm/cache"
+DEFAULT_MAX_BYTES = 2 << 30
+_SUFFIX = ".cwasm"
+
+
+def module_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_key(digest: str, fingerprint: Iterable[str]) -> str:
+    """``digest`` names the module; ``fingerprint`` names how it was compiled."""
+    salt = hashlib.sha256("\0".join(fingerprint).encode()).hexdigest()[:16]
+    return f"{digest}-{salt}"
+
+
+class CompileCache:
+    def __init__(self, root: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.root = root or os.environ.get("PYWASM_CACHE_DIR") or DEFAULT_DIR
+        self.max_bytes = max_bytes
+
+    def path(self, key: str) -> str:
+        return os.path.join(self.root, key + _SUFFIX)
+
+    def lookup(self, key: str) -> str | None:
+        """The entry's path when present (and marks it recently used)."""
+        path = self.path(key)
+        try:
+            os.utime(path)
+        except OSError:
+            return None
+        return path
+
+    def store(self, key: str, data: bytes) -> str | None:
+        """Write an entry atomically; None when the cache cannot take it."""
+        try:
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=_SUFFIX)
+        except OSError as exc:
+            log.warning("compile cache %s is not writable (%s); compiling in memory",
+                        self.root, exc)
+            return None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path(key))
+        except OSError as exc:
+            log.warning("cannot write compile cache entry %s: %s", key, exc)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            return None
+        self.evict()
+        return self.path(key)
+
+    def discard(self, key: str) -> None:
+        """Drop an entry the engine refused (stale or corrupt)."""
+        try:
+            os.unlink(self.path(key))
+        except OSError:
+            pass
+
+    def entries(self) -> list[tuple[float, int, str]]:
+        """(last use, size, path) of every entry, oldest first."""
+        found = []
+        try:
+            with os.scandir(self.root) as it:
+                for entry in it:
+                    if entry.name.endswith(_SUFFIX) and not entry.name.startswith(".tmp-"):
+                        st = entry.stat()
+                        found.append((st.st_mtime, st.st_size, entry.path))
+        except OSError:
+            return []
+        return sorted(found)
+
+    def evict(self) -> None:
+        """Least recently used entries go first until the cache fits its budget."""
+        entries = self.entries()
+        total = sum(size for _, size, _ in entries)
+        for _, size, path in entries:
+            if total <= self.max_bytes:
+                break
+            try:
+                os.unlink(path)
+                total -= size
+            except OSError:
+                pass
