@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,7 @@ from pywasmd.api.containerd.types.task import task_pb2 as types
 from pywasmd.errors import AlreadyExists, InvalidArgument, NotFound, ShimError, Unimplemented
 from pywasmd.oci.module import locate_module
 from pywasmd.oci.plan import WasiPlan, plan_from_spec
-from pywasmd.oci.spec import load_spec
+from pywasmd.oci.spec import RuntimeSpec, load_spec
 from pywasmd.shim import mounts
 from pywasmd.shim.launcher import Launcher, Worker
 from pywasmd.shim.reaper import Reaper
@@ -66,11 +67,24 @@ class Task:
         return self.worker.pid
 
 
+#: Finds the module of a Wasm OCI artifact (which containerd cannot unpack into the
+#: rootfs): ``(container id, spec, rootfs) -> host path of the module``, or None when the
+#: container is not an artifact.
+ArtifactLookup = Callable[[str, RuntimeSpec, str], Awaitable[str | None]]
+
+
 class TaskService:
-    def __init__(self, launcher: Launcher, reaper: Reaper, publisher: EventPublisher) -> None:
+    def __init__(
+        self,
+        launcher: Launcher,
+        reaper: Reaper,
+        publisher: EventPublisher,
+        artifact_lookup: ArtifactLookup | None = None,
+    ) -> None:
         self._launcher = launcher
         self._reaper = reaper
         self._publish = publisher.publish
+        self._artifact_lookup = artifact_lookup
         self._tasks: dict[str, Task] = {}
         self.shutdown_requested = asyncio.Event()
 
@@ -111,7 +125,7 @@ class TaskService:
                     rootfs,
                 )
                 mounted = True
-            module = locate_module(rootfs, spec.process.args[0], spec.process.cwd)
+            module = await self._find_module(req.id, spec, rootfs)
             plan = plan_from_spec(spec, rootfs, module)
             worker = self._launcher.spawn(io.open())
             io.after_spawn()
@@ -149,6 +163,13 @@ class TaskService:
             ),
         )
         return pb.CreateTaskResponse(pid=worker.pid)
+
+    async def _find_module(self, id: str, spec: RuntimeSpec, rootfs: str) -> str:
+        if self._artifact_lookup is not None:
+            found = await self._artifact_lookup(id, spec, rootfs)
+            if found is not None:
+                return found
+        return locate_module(rootfs, spec.process.args[0], spec.process.cwd)
 
     async def start(self, req: pb.StartRequest) -> pb.StartResponse:
         task = self._task(req.id, req.exec_id)

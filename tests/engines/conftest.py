@@ -1,4 +1,4 @@
-"""Guests and a worker harness for the engine tests.
+"""Fixtures of the engine tests: engines, guests.
 
 Guests come from sources only: the C programs of integration/guests (built by
 integration/guests.py into .cache/guests), tiny WAT modules, and a WASI preview 2 component
