@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
 from collections.abc import Iterator
@@ -22,21 +21,15 @@ from pathlib import Path
 import pytest
 
 from integration import images
-from integration.containerd import Containerd, ContainerdError, run
+from integration.containerd import Containerd, ContainerdError, new_id, run
 
-__all__ = ["run"]
+__all__ = ["new_id", "run"]
 
 SHIM_SOCKETS = Path("/run/containerd/s")
 LOG_TAIL_LINES = 120
 LEAK_GRACE_SECONDS = 10.0
 
 _START_ERRORS: dict[str, str] = {}
-_ids = itertools.count(1)
-
-
-def new_id(prefix: str) -> str:
-    """A container id unique within the session."""
-    return f"{prefix}-{os.getpid()}-{next(_ids)}"
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,12 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
 VERSIONS = ("1.6", "2.1")
 HOST_SENTINEL = "PYWASMD_IT_HOST_SENTINEL"
 _counter = itertools.count()
+_ids = itertools.count(1)
+
+
+def new_id(prefix: str) -> str:
+    """A container id unique within the session: PREFIX-PID-N."""
+    return f"{prefix}-{os.getpid()}-{next(_ids)}"
 
 
 @dataclass(frozen=True)

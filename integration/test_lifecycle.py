@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from integration import images
-from integration.conftest import new_id
 from integration.containerd import (
     HOST_SENTINEL,
     Background,
     Containerd,
+    new_id,
     run,
     run_args,
     task_status,

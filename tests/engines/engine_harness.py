@@ -43,6 +43,11 @@ def make_plan(
     )
 
 
+def _text(path: Path) -> str:
+    # Bytes as they were written: no newline translation, and undecodable bytes survive.
+    return path.read_bytes().decode(errors="surrogateescape")
+
+
 @dataclass
 class Outcome:
     #: The exit status as the shim reports it: the code, or 128+n when signal n ended it.
@@ -59,7 +64,7 @@ class Running:
         self._out, self._err = out, err
 
     def stdout(self) -> str:
-        return self._out.read_text()
+        return _text(self._out)
 
     def wait_for_output(self, text: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -84,7 +89,7 @@ class Running:
                 pytest.fail(f"the worker did not end within {timeout}s")
             time.sleep(0.005)
         code = os.waitstatus_to_exitcode(status)
-        return Outcome(code if code >= 0 else 128 - code, self.stdout(), self._err.read_text())
+        return Outcome(code if code >= 0 else 128 - code, self.stdout(), _text(self._err))
 
 
 def start(plan: WasiPlan, tmp: Path, stdin: bytes = b"") -> Running:
