@@ -18,7 +18,8 @@ from pywasmd.oci.plan import WasiPlan
 #: Exit status of a guest that trapped (like a native program killed by SIGABRT).
 TRAP_EXIT_STATUS = 134
 
-#: Layer media types of a Wasm module or component in an OCI artifact.
+#: Layer media types of Wasm in an OCI artifact.  runwasi uses the component one for core
+#: modules as well, so the binary's header, not the layer type, tells modules from components.
 WASM_LAYER = "application/wasm"
 WASM_CONTENT_LAYER = "application/vnd.wasm.content.layer.v1+wasm"
 WASM_COMPONENT_LAYER = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm"

@@ -9,7 +9,7 @@ VENV="${VENV:-.venv}"
 log() { printf 'install: %s\n' "$*"; }
 
 # 1. System packages (containerd 1.6, runc, busybox for the runc sanity images).
-pkgs=(containerd runc busybox-static)
+pkgs=(containerd runc busybox-static docker-registry)
 missing=()
 for p in "${pkgs[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
@@ -58,8 +58,11 @@ else
     log "venv up to date ($VENV)"
 fi
 
-# 3. The shim and the CLI on PATH, so any containerd finds the shim.
-for bin in containerd-shim-pywasm-v1 pywasm; do
+# 3. The shim and the CLI on PATH, so any containerd finds the shim. The shim is a generated
+#    launcher (python -IS): containerd runs it twice per container, so it skips site setup.
+rm -f /usr/local/bin/containerd-shim-pywasm-v1
+"$VENV/bin/python" -m pywasmd.shim.install --bindir /usr/local/bin
+for bin in pywasm; do
     target="$ROOT/$VENV/bin/$bin"
     [[ "$VENV" = /* ]] && target="$VENV/bin/$bin"
     if [[ "$(readlink "/usr/local/bin/$bin" 2>/dev/null || true)" != "$target" ]]; then

@@ -1,12 +1,14 @@
 """The second engine, on wasmer-python 1.1.0 with Cranelift.  The only module importing wasmer.
 
 wasmer-python has wheels for CPython <= 3.10 only, and its WASI lacks two things the plan asks
-for; both are enforced another way rather than dropped:
+for; neither is silently dropped:
 
 - memory caps: the cap is written into the module's own memory type (``cap_memories``), so a
   ``memory.grow`` past it fails in the guest exactly as under wasmtime's store limits;
-- read-only preopens: the worker moves into a private mount namespace and re-binds each
-  read-only directory read-only there, so the kernel refuses writes with EROFS.
+- read-only preopens cannot be had at all: wasmer-python grants every preopen read-write, and
+  its ``path_open`` opens even a file read for reading with ``O_RDWR`` (seen with strace), so a
+  read-only bind mount underneath would break reads too.  A plan with a read-only preopen is
+  refused at load, naming the guest path.
 
 Optional Wasm features cannot be switched on: a plan asking for any is refused at load.
 Components (WASI preview 2) are refused at load: wasmer-python runs core modules only.
@@ -14,8 +16,6 @@ Components (WASI preview 2) are refused at load: wasmer-python runs core modules
 
 from __future__ import annotations
 
-import ctypes
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -28,19 +28,17 @@ try:
 except Exception as exc:  # noqa: BLE001 - on CPython >= 3.11 a stub wheel raises at import
     raise ImportError(f"wasmer-python does not import: {exc}") from exc
 
-from pywasmd.engine import TRAP_EXIT_STATUS, WASM_CONTENT_LAYER, WASM_LAYER
+from pywasmd.engine import (
+    TRAP_EXIT_STATUS,
+    WASM_COMPONENT_LAYER,
+    WASM_CONTENT_LAYER,
+    WASM_LAYER,
+)
 from pywasmd.engines._wasmbin import binary_kind, cap_memories
 from pywasmd.errors import InvalidArgument
-from pywasmd.oci.plan import Preopen, WasiPlan
+from pywasmd.oci.plan import WasiPlan
 
 _EXIT = re.compile(r"WASI exited with code: (\d+)")
-
-_CLONE_NEWNS = 0x00020000
-_MS_RDONLY = 0x1
-_MS_REMOUNT = 0x20
-_MS_BIND = 0x1000
-_MS_REC = 0x4000
-_MS_PRIVATE = 0x40000
 
 
 @dataclass
@@ -71,6 +69,13 @@ def _code(plan: WasiPlan) -> bytes:
             f"{what} is a WASI preview 2 component; engine wasmer runs core modules only: "
             "use engine wasmtime (annotation pywasm.io/engine=wasmtime)"
         )
+    readonly = [p.guest for p in plan.preopens if p.readonly]
+    if readonly:
+        raise InvalidArgument(
+            f"engine wasmer cannot make preopen(s) {', '.join(readonly)} read-only (root.readonly "
+            "or a mount with option ro): wasmer-python 1.1.0 has no read-only preopens; "
+            "use engine wasmtime or drop the read-only option"
+        )
     if plan.memory_limit is not None:
         wasm = cap_memories(wasm, plan.memory_limit, what)
     return wasm
@@ -84,83 +89,6 @@ def _check(module: wasmer.Module, plan: WasiPlan) -> None:
         )
 
 
-def _libc_call(name: str, *args: object) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if getattr(libc, name)(*args) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{name}: {os.strerror(err)}")
-
-
-def _mount(source: str | None, target: str, flags: int) -> None:
-    _libc_call(
-        "mount",
-        source.encode() if source else None,
-        target.encode(),
-        None,
-        ctypes.c_ulong(flags),
-        None,
-    )
-
-
-def _unescape(field: str) -> str:
-    # /proc/self/mountinfo writes space, tab, newline and backslash as \ooo.
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def _mounts_under(path: str) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        points = [_unescape(line.split()[4]) for line in f]
-    prefix = path.rstrip("/") + "/"
-    return [p for p in points if p == path or p.startswith(prefix)]
-
-
-def _bind(host: str, readonly: bool) -> None:
-    # A new bind copies the flags of the mount it comes from, so rw grants under a ro one are
-    # re-bound and remounted rw; every mount below a ro grant is remounted ro too.
-    _mount(host, host, _MS_BIND | _MS_REC)
-    for point in _mounts_under(host):
-        _mount(None, point, _MS_BIND | _MS_REMOUNT | (_MS_RDONLY if readonly else 0))
-
-
-def _readonly_view(plan: WasiPlan) -> None:
-    """Make the plan's read-only preopens read-only for this process (the worker) only."""
-    readonly = [p for p in plan.preopens if p.readonly]
-    if not readonly:
-        return
-    grants: dict[str, Preopen] = {}
-    for grant in plan.preopens:
-        host = os.path.realpath(grant.host)
-        other = grants.get(host)
-        if other is not None and other.readonly != grant.readonly:
-            ro, rw = (other, grant) if other.readonly else (grant, other)
-            raise InvalidArgument(
-                f"engine wasmer cannot grant {host} both read-only (at {ro.guest}) and "
-                f"writable (at {rw.guest}): use engine wasmtime"
-            )
-        grants[host] = grant
-
-    def under_readonly(host: str) -> bool:
-        return any(
-            g.readonly and host != h and host.startswith(h.rstrip("/") + "/")
-            for h, g in grants.items()
-        )
-
-    todo = [(h, g.readonly) for h, g in grants.items() if g.readonly or under_readonly(h)]
-    try:
-        _libc_call("unshare", _CLONE_NEWNS)
-        # Nothing done here may reach the host's mount table.
-        _mount(None, "/", _MS_REC | _MS_PRIVATE)
-        # Parents first, so that a grant nested in another one gets the last word.
-        for host, ro in sorted(todo, key=lambda item: item[0].count("/")):
-            _bind(host, ro)
-    except OSError as exc:
-        raise InvalidArgument(
-            f"engine wasmer enforces read-only preopens ({', '.join(g.guest for g in readonly)}) "
-            f"with a read-only bind mount in a private mount namespace, which failed ({exc}); "
-            "run the shim as root or use engine wasmtime"
-        ) from exc
-
-
 def _reason(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     first = lines[0] if lines else "trap"
@@ -169,7 +97,8 @@ def _reason(exc: BaseException) -> str:
 
 class WasmerEngine:
     name = "wasmer"
-    media_types = frozenset({WASM_LAYER, WASM_CONTENT_LAYER})
+    # runwasi labels core modules with the component layer type too; the header decides.
+    media_types = frozenset({WASM_LAYER, WASM_CONTENT_LAYER, WASM_COMPONENT_LAYER})
 
     def _compile(self, plan: WasiPlan) -> _Loaded:
         wasm = _code(plan)
@@ -184,9 +113,7 @@ class WasmerEngine:
         return _Loaded(store, module)
 
     def load(self, plan: WasiPlan) -> object:
-        loaded = self._compile(plan)
-        _readonly_view(plan)
-        return loaded
+        return self._compile(plan)
 
     def precompile(self, plan: WasiPlan) -> bytes:
         return bytes(self._compile(plan).module.serialize())
@@ -201,7 +128,6 @@ class WasmerEngine:
                 f"precompiled code for {plan.argv[0]!r} does not fit this engine: {_reason(exc)}"
             ) from exc
         _check(module, plan)
-        _readonly_view(plan)
         return _Loaded(store, module)
 
     def fingerprint(self, plan: WasiPlan) -> str:

@@ -80,8 +80,9 @@ def _engine(plan: WasiPlan) -> wasmtime.Engine:
     try:
         return wasmtime.Engine(config)
     except wasmtime.WasmtimeError as exc:
+        wanted = ", ".join(plan.features)
         raise InvalidArgument(
-            f"engine wasmtime cannot enable features {sorted(plan.features)}: {_first_line(exc, '')}"
+            f"engine wasmtime cannot enable features {wanted}: {_first_line(exc, 'refused')}"
         ) from exc
 
 

@@ -8,15 +8,18 @@ else may be printed there.
 from __future__ import annotations
 
 import errno
-import hashlib
-import json
 import os
-import signal
-import socket
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from pywasmd.shim.cli import ShimArgs
+
+if TYPE_CHECKING:
+    import socket
+
+# ``delete`` must stay cheap: socket, hashlib and signal (enum) are imported only by ``start``.
+SIGKILL = 9
 
 SOCKET_ROOT = "/run/containerd/s"
 GROUP_ANNOTATIONS = ("io.kubernetes.cri.sandbox-id", "pywasm.io/group")
@@ -25,9 +28,18 @@ GROUP_ANNOTATIONS = ("io.kubernetes.cri.sandbox-id", "pywasm.io/group")
 def grouping_key(bundle: str, container_id: str) -> str:
     """Containers of one pod share a shim; everything else gets its own."""
     try:
-        with open(os.path.join(bundle, "config.json"), encoding="utf-8") as f:
-            annotations = json.load(f).get("annotations") or {}
-    except (OSError, ValueError, AttributeError):
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            raw = f.read()
+    except OSError:
+        return container_id
+    # Parsing JSON costs ``start`` more (the ``json`` import) than everything else it does.
+    if not any(key.encode() in raw for key in GROUP_ANNOTATIONS):
+        return container_id
+    import json
+
+    try:
+        annotations = json.loads(raw).get("annotations") or {}
+    except (ValueError, AttributeError):
         return container_id
     for key in GROUP_ANNOTATIONS:
         if annotations.get(key):
@@ -37,12 +49,16 @@ def grouping_key(bundle: str, container_id: str) -> str:
 
 def socket_address(grpc_address: str, namespace: str, key: str) -> str:
     """Same formula as containerd's shim library, so tools find our sockets."""
+    import hashlib
+
     digest = hashlib.sha256(os.path.join(grpc_address, namespace, key).encode()).hexdigest()
     return f"unix://{SOCKET_ROOT}/{digest}"
 
 
 def _listen(path: str) -> socket.socket | None:
     """A listening socket at ``path``, or None when a live shim already serves it."""
+    import socket
+
     os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
     for _ in range(2):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -77,6 +93,31 @@ def _detach(keep: int) -> None:
     os.closerange(keep + 1, 65536)
 
 
+def _spawn_server(listener: socket.socket, args: ShimArgs, bundle: str, path: str) -> None:
+    """Hand ``listener`` to a server forked by the zygote, or to one of our own."""
+    from pywasmd.shim import zygote
+
+    fields = [bundle, path, args.namespace, args.address, args.publish_binary, args.id,
+              "1" if args.debug else ""]
+    if zygote.request_server(listener, fields) is not None:
+        return
+    sys.stdout.flush()
+    if os.fork() == 0:
+        os.setsid()
+        _detach(listener.fileno())
+        try:
+            if sys.flags.no_site:  # the fast wrapper runs `start` with -S; the server needs site
+                import site
+
+                site.main()
+            from pywasmd.shim.serve import serve
+
+            serve(listener, args, path)
+        finally:
+            os._exit(0)
+    zygote.spawn_zygote()
+
+
 def start(args: ShimArgs) -> int:
     bundle = args.bundle or os.getcwd()
     address = socket_address(args.address, args.namespace, grouping_key(bundle, args.id))
@@ -87,16 +128,7 @@ def start(args: ShimArgs) -> int:
         sys.stdout.write(f"pywasm shim: cannot listen on {path}: {exc}")
         return 1
     if listener is not None:
-        sys.stdout.flush()
-        if os.fork() == 0:
-            os.setsid()
-            _detach(listener.fileno())
-            from pywasmd.shim.serve import serve
-
-            try:
-                serve(listener, args, path)
-            finally:
-                os._exit(0)
+        _spawn_server(listener, args, bundle, path)
         listener.close()
     with open(os.path.join(bundle, "address"), "w", encoding="ascii") as f:
         f.write(address)
@@ -149,10 +181,10 @@ def _kill_worker(pid: int) -> None:
     if not _is_worker(pid):
         return
     try:
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(pid, SIGKILL)
     except OSError:
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, SIGKILL)
         except OSError:
             return
     deadline = time.monotonic() + 2.0
@@ -176,6 +208,6 @@ def delete(args: ShimArgs) -> int:
         from pywasmd.shim.mounts import unmount_all
 
         unmount_all(rootfs)
-    sys.stdout.buffer.write(encode_delete_response(pid, 128 + signal.SIGKILL, time.time_ns()))
+    sys.stdout.buffer.write(encode_delete_response(pid, 128 + SIGKILL, time.time_ns()))
     sys.stdout.flush()
     return 0

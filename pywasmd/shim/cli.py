@@ -7,24 +7,50 @@ accepted and ignored, as newer containerd versions add some.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 _VALUE_FLAGS = {"namespace", "address", "publish-binary", "id", "bundle", "socket", "debug-socket"}
 _BOOL_FLAGS = {"debug", "v", "version", "info"}
 
 
-@dataclass(frozen=True)
 class ShimArgs:
-    action: str = ""
-    namespace: str = "default"
-    address: str = ""
-    publish_binary: str = ""
-    id: str = ""
-    bundle: str = ""
-    socket: str = ""
-    debug: bool = False
-    version: bool = False
-    info: bool = False
+    """The parsed command line.  A plain class: ``dataclasses`` costs ``start`` 10 ms."""
+
+    __slots__ = ("action", "namespace", "address", "publish_binary", "id", "bundle", "socket",
+                 "debug", "version", "info")
+
+    def __init__(
+        self,
+        action: str = "",
+        namespace: str = "default",
+        address: str = "",
+        publish_binary: str = "",
+        id: str = "",
+        bundle: str = "",
+        socket: str = "",
+        debug: bool = False,
+        version: bool = False,
+        info: bool = False,
+    ) -> None:
+        self.action = action
+        self.namespace = namespace
+        self.address = address
+        self.publish_binary = publish_binary
+        self.id = id
+        self.bundle = bundle
+        self.socket = socket
+        self.debug = debug
+        self.version = version
+        self.info = info
+
+    def as_dict(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ShimArgs) and self.as_dict() == other.as_dict()
+
+    def __repr__(self) -> str:
+        return f"ShimArgs({self.as_dict()!r})"
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 class UsageError(ValueError):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pywasmd.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    import ctypes
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -64,10 +67,14 @@ def parse_options(options: Iterable[str]) -> tuple[int, str]:
 
 
 def _libc() -> ctypes.CDLL:
+    import ctypes  # only when something is really mounted: ``delete`` checks first
+
     return ctypes.CDLL(None, use_errno=True)
 
 
 def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
+    import ctypes
+
     rc = _libc().mount(
         source.encode(), target.encode(), fstype.encode(), flags, data.encode() if data else None
     )
@@ -103,9 +110,9 @@ def is_mountpoint(path: str) -> bool:
 
 def unmount_all(target: str) -> None:
     """Unmount everything stacked on ``target``; quietly a no-op when nothing is."""
-    libc = _libc()
     for _ in range(16):
         if not is_mountpoint(target):
             return
+        libc = _libc()
         if libc.umount2(target.encode(), 0) != 0:
             libc.umount2(target.encode(), MNT_DETACH)

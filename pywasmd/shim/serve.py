@@ -64,7 +64,7 @@ def serve(listener: socket.socket, args: ShimArgs, socket_path: str) -> None:
 
 async def _serve(listener: socket.socket, args: ShimArgs) -> None:
     from pywasmd.shim.events import TtrpcEventPublisher
-    from pywasmd.shim.launcher import ProcessLauncher
+    from pywasmd.shim.launcher import ForkLauncher
     from pywasmd.shim.reaper import Reaper, become_subreaper
     from pywasmd.shim.server import task_services
     from pywasmd.shim.service import TaskService
@@ -76,7 +76,7 @@ async def _serve(listener: socket.socket, args: ShimArgs) -> None:
     reaper.install(loop)
     publisher = TtrpcEventPublisher(os.environ.get("TTRPC_ADDRESS", ""), args.namespace)
     publisher.start()
-    service = TaskService(ProcessLauncher(), reaper, publisher)
+    service = TaskService(ForkLauncher(), reaper, publisher)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.shutdown_requested.set)
     server = Server(task_services(service))

@@ -16,9 +16,15 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pywasmd.engine import Engine
+    from pywasmd.oci.plan import WasiPlan
 
 CONTROL_FD = 3
 _PR_SET_PDEATHSIG = 1
@@ -34,12 +40,52 @@ def _read_line(fd: int) -> bytes:
     return bytes(buf).rstrip(b"\n")
 
 
+def _load(engine: Engine, plan: WasiPlan) -> object:
+    """Load through the node's compile cache: compile on the first start only."""
+    from pywasmd.cache import CompileCache, cache_key, module_digest
+    from pywasmd.errors import ShimError
+
+    if os.environ.get("PYWASM_CACHE") == "off":
+        return engine.load(plan)
+    cache = CompileCache()
+    key = cache_key(module_digest(plan.module), [engine.name, engine.fingerprint(plan)])
+    path = cache.lookup(key)
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                return engine.load_precompiled(f.read(), plan)
+        except ShimError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bad entry is dropped, never fatal
+            logging.getLogger("pywasmd.cache").warning("dropping cache entry %s: %s", key, exc)
+            cache.discard(key)
+    data = engine.precompile(plan)
+    cache.store(key, data)
+    return engine.load_precompiled(data, plan)
+
+
 def _reset_signals() -> None:
     for sig in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
     # Die with the shim: a guest must never outlive the process that reports on it.
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _route_logging(log_fd: int | None) -> None:
+    import logging
+
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    if log_fd is None:
+        root.addHandler(logging.NullHandler())
+        return
+    stream = open(log_fd, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter('level=%(levelname)s msg="worker %(process)d: '
+                                           '%(message)s" runtime=io.containerd.pywasm.v1'))
+    root.addHandler(handler)
 
 
 def _become(uid: int, gid: int, groups: tuple[int, ...]) -> None:
@@ -50,10 +96,18 @@ def _become(uid: int, gid: int, groups: tuple[int, ...]) -> None:
     os.setuid(uid)
 
 
-def main() -> None:
+def main(log_fd: int | None = None) -> None:
+    """Run as a fresh interpreter, or in a child forked by the shim server.
+
+    ``log_fd`` is the shim's log, kept open so the worker's own warnings (a cache
+    it cannot write, say) reach the shim log, never the container's stderr.
+    """
     _reset_signals()
-    # Only stdio and the control socket belong to the container.
-    os.closerange(CONTROL_FD + 1, 65536)
+    # Only stdio, the control socket and the shim's log belong here.
+    keep = log_fd if log_fd is not None else CONTROL_FD
+    os.closerange(CONTROL_FD + 1, keep)
+    os.closerange(keep + 1, 65536)
+    _route_logging(log_fd)
     from pywasmd.engine import get_engine
     from pywasmd.errors import ShimError
     from pywasmd.oci.plan import WasiPlan
@@ -64,7 +118,7 @@ def main() -> None:
     try:
         plan = WasiPlan.from_json(json.loads(line))
         engine = get_engine(plan.engine)
-        loaded = engine.load(plan)
+        loaded = _load(engine, plan)
     except ShimError as exc:
         os.write(CONTROL_FD, b"err " + exc.message.replace("\n", " ").encode() + b"\n")
         os._exit(1)

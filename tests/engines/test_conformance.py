@@ -34,7 +34,7 @@ TAIL_CALL = """
   (func $f (return_call $g))
   (func (export "_start") (call $f)))
 """
-LIBRARY = "(module (memory (export \"memory\") 1) (func (export \"f\")))"
+LIBRARY = '(module (memory (export "memory") 1) (func (export "f")))'
 
 
 def test_args_reach_the_guest_exactly(engine: Engine, guests: dict[str, Path], tmp_path: Path):
@@ -98,7 +98,9 @@ def test_writable_preopen_is_writable(engine: Engine, guests: dict[str, Path], t
     (data / "in.txt").write_text("hello")
     grants = (Preopen(str(data), "/data"),)
     wrote = run(
-        make_plan(guests["fs"], "write", "/data/out.txt", "hi", engine=engine.name, preopens=grants),
+        make_plan(
+            guests["fs"], "write", "/data/out.txt", "hi", engine=engine.name, preopens=grants
+        ),
         tmp_path / "w",
     )
     assert (wrote.status, wrote.stdout) == (0, "ok\n")
@@ -116,6 +118,13 @@ def test_readonly_preopen_refuses_writes(engine: Engine, guests: dict[str, Path]
     (data / "in.txt").write_text("hello")
     # A read-only volume inside a writable root, as `docker run -v host:/data:ro` gives.
     grants = (Preopen(str(root), "/"), Preopen(str(data), "/data", readonly=True))
+
+    if engine.name == "wasmer":
+        # No read-only preopens in wasmer-python: refused at Create, never silently writable.
+        plan = make_plan(guests["fs"], "ls", "/", engine=engine.name, preopens=grants)
+        with pytest.raises(InvalidArgument, match="cannot make preopen.s. /data read-only"):
+            start(plan, tmp_path / "refused")
+        return
 
     def fs(*args: str) -> tuple[int, str, str]:
         plan = make_plan(guests["fs"], *args, engine=engine.name, preopens=grants)

@@ -1,0 +1,249 @@
+"""The node's fork-server: shim servers for new containers, imports already paid.
+
+A shim server needs asyncio, protobuf, the generated API and the engine: about
+200 ms of imports, paid on every container start if each server began as a
+fresh interpreter.  The zygote imports all of it once and forks a ready server
+for each ``start``, which then forks its workers with the engine loaded.
+
+``start`` talks to it over a root-only unix socket: one request, the listening
+socket of the new shim passed as an fd, one reply::
+
+    start -> zygote   length(4 bytes) + NUL-separated fields, SCM_RIGHTS [listener]
+    zygote -> start   ok <pid> | stale | err <message>
+
+``stale`` means the zygote's code is older than the files on disk: it exits, and
+``start`` serves this container itself and spawns a fresh zygote.  The zygote
+holds no container state, so losing it costs only speed.  It exits after
+``IDLE_SECONDS`` without a request.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+
+ZYGOTE_SOCKET = "/run/pywasm/zygote.sock"
+IDLE_SECONDS = 900.0
+PROTOCOL = b"pywasm-zygote-1"
+
+
+def socket_path() -> str:
+    return os.environ.get("PYWASM_ZYGOTE_SOCKET", ZYGOTE_SOCKET)
+
+
+def enabled() -> bool:
+    return os.environ.get("PYWASM_ZYGOTE", "on") != "off"
+
+
+# --- the client side, used by ``start`` (stdlib only, nothing heavy) ------------------
+
+
+def encode_request(fields: list[str], env: dict[str, str]) -> bytes:
+    parts = [PROTOCOL, *(f.encode() for f in fields), b"", *(
+        f"{k}={v}".encode() for k, v in env.items() if "\0" not in k + v
+    )]
+    body = b"\0".join(parts)
+    return len(body).to_bytes(4, "big") + body
+
+
+def decode_request(body: bytes) -> tuple[list[str], dict[str, str]]:
+    parts = body.split(b"\0")
+    if not parts or parts[0] != PROTOCOL:
+        raise ValueError("not a pywasm zygote request")
+    sep = parts.index(b"", 1)
+    fields = [p.decode() for p in parts[1:sep]]
+    env = dict(p.decode().partition("=")[::2] for p in parts[sep + 1:] if p)
+    return fields, env
+
+
+def request_server(listener: socket.socket, fields: list[str]) -> int | None:
+    """Ask a running zygote to serve ``listener``; the server's pid, or None if no zygote."""
+    if not enabled():
+        return None
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.settimeout(5.0)
+        conn.connect(socket_path())
+        payload = encode_request(fields, dict(os.environ))
+        socket.send_fds(conn, [payload], [listener.fileno()])
+        reply = b""
+        while chunk := conn.recv(256):
+            reply += chunk
+    except OSError:
+        return None
+    finally:
+        conn.close()
+    if reply.startswith(b"ok "):
+        return int(reply[3:])
+    return None
+
+
+def spawn_zygote() -> None:
+    """Start a zygote in the background for later containers; never waits for it."""
+    if not enabled() or os.fork() != 0:
+        return
+    try:
+        os.setsid()
+        if os.fork() != 0:
+            os._exit(0)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.closerange(3, 65536)
+        os.execv(sys.executable, [sys.executable, "-I", "-m", "pywasmd.shim.zygote"])
+    finally:
+        os._exit(127)
+
+
+# --- the zygote itself --------------------------------------------------------------
+
+
+def _preload() -> dict[str, float]:
+    """Import what servers and workers need; remember the files for staleness checks."""
+    import asyncio  # noqa: F401
+    import logging  # noqa: F401
+
+    import pywasmd.engines.wasmtime  # noqa: F401
+    import pywasmd.shim.serve  # noqa: F401
+    import pywasmd.shim.server  # noqa: F401
+    import pywasmd.shim.service  # noqa: F401
+    import pywasmd.shim.worker  # noqa: F401
+
+    stamps: dict[str, float] = {}
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path and "pywasmd" in path:
+            try:
+                stamps[path] = os.stat(path).st_mtime
+            except OSError:
+                pass
+    return stamps
+
+
+def _stale(stamps: dict[str, float]) -> bool:
+    for path, mtime in stamps.items():
+        try:
+            if os.stat(path).st_mtime != mtime:
+                return True
+        except OSError:
+            return True
+    return False
+
+
+def _bind(path: str) -> socket.socket | None:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+    except OSError:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+            return None  # another zygote is alive
+        except OSError:
+            os.unlink(path)
+            sock.bind(path)
+        finally:
+            probe.close()
+    os.chmod(path, 0o600)
+    sock.listen(64)
+    return sock
+
+
+def _read_request(conn: socket.socket) -> tuple[bytes, list[int]]:
+    data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 4)
+    if len(data) < 4:
+        raise ValueError("short request")
+    size = int.from_bytes(data[:4], "big")
+    body = data[4:]
+    while len(body) < size:
+        chunk = conn.recv(size - len(body))
+        if not chunk:
+            raise ValueError("truncated request")
+        body += chunk
+    return body, fds
+
+
+def _serve_in_child(listener_fd: int, fields: list[str], env: dict[str, str]) -> None:
+    from pywasmd.shim.cli import ShimArgs
+    from pywasmd.shim.serve import serve
+
+    bundle, path, namespace, address, publish_binary, id, debug = fields[:7]
+    os.setsid()
+    os.chdir(bundle)
+    os.environ.clear()
+    os.environ.update(env)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    os.closerange(3, listener_fd)
+    os.closerange(listener_fd + 1, 65536)
+    listener = socket.socket(fileno=listener_fd)
+    args = ShimArgs(action="serve", namespace=namespace, address=address,
+                    publish_binary=publish_binary, id=id, bundle=bundle, debug=debug == "1")
+    serve(listener, args, path)
+
+
+def _handle(conn: socket.socket, stamps: dict[str, float]) -> bool:
+    """Serve one request; False when this zygote must go away."""
+    fds: list[int] = []
+    try:
+        body, fds = _read_request(conn)
+        fields, env = decode_request(body)
+        if len(fds) != 1 or len(fields) < 7:
+            raise ValueError("request needs 7 fields and one listener fd")
+        if _stale(stamps):
+            conn.sendall(b"stale")
+            return False
+        pid = os.fork()
+        if pid == 0:
+            try:
+                conn.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                _serve_in_child(fds[0], fields, env)
+            finally:
+                os._exit(0)
+        conn.sendall(b"ok %d" % pid)
+    except (OSError, ValueError) as exc:
+        try:
+            conn.sendall(b"err " + str(exc).encode())
+        except OSError:
+            pass
+    finally:
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+    return True
+
+
+def main() -> None:
+    stamps = _preload()
+    path = socket_path()
+    sock = _bind(path)
+    if sock is None:
+        return
+    # Servers are reaped by the kernel: the zygote never waits for them.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    sock.settimeout(IDLE_SECONDS)
+    try:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                break
+            conn.settimeout(5.0)
+            if not _handle(conn, stamps):
+                break
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        sock.close()
+
+
+if __name__ == "__main__":
+    main()
