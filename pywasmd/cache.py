@@ -59,8 +59,9 @@ class CompileCache:
             os.makedirs(self.root, mode=0o700, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=_SUFFIX)
         except OSError as exc:
-            log.warning("compile cache %s is not writable (%s); compiling in memory",
-                        self.root, exc)
+            log.warning(
+                "compile cache %s is not writable (%s); compiling in memory", self.root, exc
+            )
             return None
         try:
             with os.fdopen(fd, "wb") as f:

@@ -1,4 +1,4 @@
-"""`pywasm`: build and inspect OCI images of WebAssembly (WASI) programs.
+"""`pywasm`: build, push, pull, inspect and import OCI images of WebAssembly (WASI) programs.
 
 Subcommands live in `COMMANDS`, a small table: each entry adds its own arguments and names its
 handler, so push/pull/import can be added without touching the dispatch. Handlers import the
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from pywasmd.errors import InvalidArgument, NotFound, ShimError
 
@@ -52,11 +52,30 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-o",
         "--output",
-        required=True,
         type=Path,
         metavar="OUT.tar",
-        help="where to write the OCI archive",
+        help="where to write the OCI archive (this, --push, or both)",
     )
+    p.add_argument(
+        "--push", action="store_true", help="push the result to the registry named by --tag"
+    )
+    p.add_argument(
+        "--format",
+        choices=("image", "artifact"),
+        default="image",
+        help="image: an OCI image whose rootfs holds the module (runs on any containerd); "
+        "artifact: a CNCF Wasm OCI artifact, the module as the only layer (default: %(default)s)",
+    )
+    p.add_argument(
+        "--index",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="IMAGE.tar",
+        help="also list the images of this OCI archive (e.g. a linux/amd64 build) in one "
+        "multi-platform index next to the Wasm image (repeatable)",
+    )
+    _insecure_argument(p)
     p.add_argument(
         "--file",
         action="append",
@@ -90,18 +109,62 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _insecure_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="talk to the registry over plain HTTP (e.g. a local registry on 127.0.0.1)",
+    )
+
+
 def _build(args: argparse.Namespace) -> int:
-    from pywasmd.image.build import File, FileSource, Platform, build_image, tree
-    from pywasmd.image.layout import write_archive
+    from pywasmd.image import content as oci
+    from pywasmd.image import wasm
+    from pywasmd.image.build import Platform
     from pywasmd.image.reference import parse_reference
 
+    if args.output is None and not args.push:
+        raise _UsageError("say where the result goes: -o OUT.tar, --push, or both")
     module: Path = args.module
     ref = parse_reference(args.tag)
+    if ref.digest:
+        raise InvalidArgument(f"-t {args.tag}: a digest is computed by the build; give a tag")
     platform = Platform.parse(args.platform)
+    data = _read_module(module)
+    # Catches what the 8-byte check cannot: a module cut short by a failed download or copy.
+    wasm.parse(data, str(module))
+    if args.format == "artifact":
+        for flag, value in (
+            ("--file", args.file),
+            ("--env", args.env),
+            ("--arg", args.arg),
+            ("--workdir", args.workdir),
+            ("--label", args.label),
+        ):
+            if value:
+                raise InvalidArgument(
+                    f"{flag} cannot be used with --format artifact: an artifact holds only the "
+                    "module; use --format image, or pass it at run time"
+                )
+        built = oci.build_artifact(data, module.name, platform)
+    else:
+        built = oci.from_image(_compat_image(args, module, data, platform))
+    if args.index:
+        parts = [built] + [oci.read_archive(path).content for path in args.index]
+        built = oci.make_index(parts)
+    if args.output is not None:
+        _write_content(built, ref, args.output)
+        print(f"{ref} {built.root.digest}")
+    if args.push:
+        _push_content(built, ref, args.insecure)
+    return EXIT_OK
+
+
+def _compat_image(args: argparse.Namespace, module: Path, data: bytes, platform: Any) -> Any:
+    from pywasmd.image.build import File, FileSource, build_image, tree
+
     env = [_key_value(e, "--env") for e in args.env]
     labels = dict(_key_value(label, "--label").split("=", 1) for label in args.label)
-    data = _read_module(module)
-
     guest_module = "/" + module.name
     files: dict[str, FileSource] = {}
     for spec in args.file:
@@ -116,8 +179,7 @@ def _build(args: argparse.Namespace) -> int:
     files[guest_module] = File(data, 0o755)
     if args.workdir and not args.workdir.startswith("/"):
         raise InvalidArgument(f"--workdir {args.workdir!r}: must be an absolute path")
-
-    image = build_image(
+    return build_image(
         files=files,
         entrypoint=[guest_module],
         cmd=args.arg,
@@ -126,66 +188,211 @@ def _build(args: argparse.Namespace) -> int:
         labels=labels,
         platform=platform,
     )
+
+
+def _write_content(built: Any, ref: Any, out: Path) -> None:
+    from pywasmd.image import content as oci
+
     try:
-        write_archive(image, ref, args.output)
+        oci.write_archive(built, ref, out)
     except OSError as e:
-        raise _Failure(f"cannot write {args.output}: {e.strerror or e}") from None
-    print(f"{ref} {image.manifest.digest}")
+        raise _Failure(f"cannot write {out}: {e.strerror or e}") from None
+
+
+def _push_content(built: Any, ref: Any, insecure: bool) -> None:
+    from pywasmd.image.progress import for_terminal
+    from pywasmd.image.registry import Registry
+
+    progress = for_terminal()
+    try:
+        pushed = Registry(ref, insecure=insecure, progress=progress).push(built)
+    finally:
+        progress.close()
+    print(f"pushed {pushed.reference} ({pushed.uploaded} blobs sent, {pushed.skipped} present)")
+
+
+def _push_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("archive", type=Path, metavar="ARCHIVE.tar", help="an OCI image archive")
+    p.add_argument(
+        "ref",
+        nargs="?",
+        metavar="REF",
+        help="where to push, e.g. 127.0.0.1:5000/hello:1 (default: the archive's own name)",
+    )
+    _insecure_argument(p)
+
+
+def _push(args: argparse.Namespace) -> int:
+    from pywasmd.image import content as oci
+    from pywasmd.image.reference import parse_reference
+
+    archived = oci.read_archive(args.archive)
+    name = args.ref or archived.reference
+    if not name:
+        raise InvalidArgument(f"{args.archive}: the archive names no image; give REF")
+    ref = parse_reference(name)
+    if ref.digest:
+        raise InvalidArgument(f"{name}: push to a tag, not a digest")
+    _push_content(archived.content, ref, args.insecure)
     return EXIT_OK
 
 
-def _inspect_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("archive", type=Path, metavar="ARCHIVE.tar", help="an OCI image archive")
+def _pull_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ref", metavar="REF", help="e.g. 127.0.0.1:5000/hello:1 or NAME@sha256:...")
     p.add_argument(
-        "--platform", metavar="OS/ARCH", help="which image to show when the archive holds several"
+        "-o",
+        "--output",
+        type=Path,
+        metavar="OUT.tar",
+        help="where to write the OCI archive (default: NAME_TAG.tar in the current directory)",
     )
+    _insecure_argument(p)
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from pywasmd.image.reference import parse_reference
+
+    ref = parse_reference(args.ref)
+    out: Path = args.output or Path(f"{ref.path.rsplit('/', 1)[-1]}_{ref.tag or 'latest'}.tar")
+    pulled = _fetch(ref, args.insecure)
+    _write_content(pulled, ref, out)
+    print(f"{ref} {pulled.root.digest} -> {out}")
+    return EXIT_OK
+
+
+def _fetch(ref: Any, insecure: bool) -> Any:
+    from pywasmd.image.progress import for_terminal
+    from pywasmd.image.registry import Registry
+
+    progress = for_terminal()
+    try:
+        return Registry(ref, insecure=insecure, progress=progress).pull()
+    finally:
+        progress.close()
+
+
+def _inspect_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "target",
+        metavar="REF|ARCHIVE.tar",
+        help="an OCI image archive, or an image in a registry",
+    )
+    p.add_argument(
+        "--platform", metavar="OS/ARCH", help="which image to show when there are several"
+    )
+    _insecure_argument(p)
+
+
+def _is_archive_path(target: str) -> bool:
+    return target.endswith(".tar") or target.startswith(("/", "./", "../")) or Path(target).exists()
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    import hashlib
-
+    from pywasmd.image import content as oci
     from pywasmd.image.build import Platform
-    from pywasmd.image.layout import read_archive
+    from pywasmd.image.inspect import describe
+    from pywasmd.image.reference import parse_reference
 
     platform = Platform.parse(args.platform) if args.platform else None
-    image = read_archive(args.archive, platform)
-    rows = [
-        ("reference", image.reference or "(none)"),
-        ("manifest", image.manifest_digest),
-        ("platform", str(image.platform)),
-        ("entrypoint", _argv_text(image.entrypoint)),
-        ("cmd", _argv_text(image.cmd)),
-        ("env", _argv_text(image.env)),
-    ]
-    argv = image.entrypoint + image.cmd
-    if argv:
-        content = image.read_file(argv[0])
-        if content is None:
-            rows.append(("module", f"{argv[0]} (not found in the image)"))
-        else:
-            kind = "" if content[:4] == _WASM_MAGIC else ", not WebAssembly"
-            rows.append(("module", f"{argv[0]} ({len(content)} bytes{kind})"))
-            rows.append(("module digest", "sha256:" + hashlib.sha256(content).hexdigest()))
+    if _is_archive_path(args.target):
+        archived = oci.read_archive(Path(args.target))
+        rows = describe(archived.content, archived.reference, platform)
+    else:
+        ref = parse_reference(args.target)
+        rows = describe(_fetch(ref, args.insecure), str(ref), platform)
     for key, value in rows:
         print(f"{key + ':':15}{value}")
+    return EXIT_OK
+
+
+def _import_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("archive", type=Path, metavar="ARCHIVE.tar", help="an OCI image archive")
+    p.add_argument(
+        "--address",
+        default="/run/containerd/containerd.sock",
+        metavar="SOCK",
+        help="containerd's socket (default: %(default)s)",
+    )
+    p.add_argument(
+        "--namespace",
+        default="default",
+        metavar="NS",
+        help="containerd namespace (default: %(default)s)",
+    )
+    p.add_argument(
+        "--all-platforms",
+        action="store_true",
+        help="import every platform of a multi-platform archive, not just wasi/wasm",
+    )
+    p.add_argument(
+        "--ctr", default="ctr", metavar="PATH", help="the ctr binary to use (default: %(default)s)"
+    )
+
+
+def _import(args: argparse.Namespace) -> int:
+    from pywasmd.image import content as oci
+    from pywasmd.image.ctrimport import import_archive
+
+    archived = oci.read_archive(args.archive)  # refuse broken archives before containerd sees them
+    if archived.reference is None:
+        raise InvalidArgument(
+            f"{args.archive}: the archive names no image (no io.containerd.image.name); "
+            "rebuild it with pywasm build -t REF"
+        )
+    output = import_archive(
+        archived,
+        args.archive,
+        ctr=args.ctr,
+        address=args.address,
+        namespace=args.namespace,
+        all_platforms=args.all_platforms,
+    )
+    print(output)
     return EXIT_OK
 
 
 COMMANDS: tuple[Command, ...] = (
     Command(
         "build",
-        "package a Wasm module as an OCI image archive",
-        "Package MODULE.wasm as an OCI image archive for `ctr images import --platform wasi/wasm`"
-        " or `docker load`. The module goes to /<basename> and is the image's entrypoint.",
+        "package a Wasm module as an OCI image or Wasm artifact",
+        "Package MODULE.wasm as an OCI image (--format image: the module goes to /<basename> and"
+        " is the entrypoint) or as a CNCF Wasm OCI artifact (--format artifact: the module is the"
+        " only layer). Write an archive (-o) for `pywasm import`, `ctr images import --platform"
+        " wasi/wasm` or `docker load`, and/or push it (--push). --index adds other platforms'"
+        " images (e.g. linux/amd64) under one multi-platform tag.",
         _build_arguments,
         _build,
     ),
     Command(
+        "push",
+        "push an OCI archive to a registry",
+        "Push every blob and manifest of ARCHIVE.tar to REF; digests stay as built.",
+        _push_arguments,
+        _push,
+    ),
+    Command(
+        "pull",
+        "pull an image or artifact from a registry into an OCI archive",
+        "Pull REF (every platform of an index) into an OCI archive, checking every digest.",
+        _pull_arguments,
+        _pull,
+    ),
+    Command(
         "inspect",
-        "show what an OCI image archive holds",
-        "Print the reference, platform, entrypoint and module of an OCI image archive.",
+        "show what an image, artifact or archive holds",
+        "Print the reference, kind, platform(s), entrypoint and module of an OCI archive or of"
+        " an image in a registry: module size and digest, WASI version (p1 for core modules, p2"
+        " for components, from the binary header) and imports.",
         _inspect_arguments,
         _inspect,
+    ),
+    Command(
+        "import",
+        "import an OCI archive into containerd (wasi/wasm platform handled)",
+        "Import ARCHIVE.tar into containerd with ctr, selecting the wasi/wasm platform that ctr"
+        " would otherwise filter out.",
+        _import_arguments,
+        _import,
     ),
 )
 
@@ -197,10 +404,13 @@ class _Failure(Exception):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
-        description="Build and inspect OCI images of WebAssembly (WASI) programs for pywasmd.",
-        epilog="example:\n  pywasm build hello.wasm -t hello:latest -o hello.tar\n"
-        "  ctr images import --platform wasi/wasm hello.tar\n"
-        "  docker load -i hello.tar",
+        description="Build, push, pull, inspect and import OCI images of WebAssembly (WASI)"
+        " programs for pywasmd.",
+        epilog="examples:\n  pywasm build hello.wasm -t hello:latest -o hello.tar\n"
+        "  pywasm import hello.tar\n"
+        "  pywasm build hello.wasm -t 127.0.0.1:5000/hello:1 --format artifact --push --insecure\n"
+        "  pywasm pull 127.0.0.1:5000/hello:1 -o hello.tar --insecure\n"
+        "  pywasm inspect hello.tar",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -233,12 +443,6 @@ def _key_value(item: str, flag: str) -> str:
     if not eq or not key or "\0" in item:
         raise InvalidArgument(f"{flag} {item!r}: expected KEY=VALUE with a non-empty KEY")
     return item
-
-
-def _argv_text(items: list[str]) -> str:
-    import json
-
-    return json.dumps(items) if items else "(none)"
 
 
 def _host_guest(spec: str) -> tuple[Path, str]:

@@ -187,13 +187,35 @@ class WasmtimeEngine:
             return TRAP_EXIT_STATUS
 
 
+class _GuestExit(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _proc_exit(code: int) -> None:
+    raise _GuestExit(code)
+
+
 def _run_module(engine: wasmtime.Engine, store: wasmtime.Store, module: wasmtime.Module) -> int:
     linker = wasmtime.Linker(engine)
     linker.define_wasi()
+    # wasmtime's own proc_exit refuses statuses 126-255, which native programs (and runc
+    # containers) may use; ours passes every byte through, as a process exit would.
+    linker.allow_shadowing = True
+    linker.define_func(
+        "wasi_snapshot_preview1",
+        "proc_exit",
+        wasmtime.FuncType([wasmtime.ValType.i32()], []),
+        _proc_exit,
+    )
     instance = linker.instantiate(store, module)
     start = instance.exports(store)["_start"]
     assert isinstance(start, wasmtime.Func)
-    start(store)
+    try:
+        start(store)
+    except _GuestExit as exc:
+        return exc.code & 0xFF
     return 0
 
 

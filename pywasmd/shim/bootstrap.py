@@ -11,10 +11,10 @@ import errno
 import os
 import sys
 import time
-from typing import TYPE_CHECKING
-
 from pywasmd.shim.cli import ShimArgs
 
+# Not from typing: importing typing costs ``start`` and ``delete`` 20 ms.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
 
@@ -97,8 +97,15 @@ def _spawn_server(listener: socket.socket, args: ShimArgs, bundle: str, path: st
     """Hand ``listener`` to a server forked by the zygote, or to one of our own."""
     from pywasmd.shim import zygote
 
-    fields = [bundle, path, args.namespace, args.address, args.publish_binary, args.id,
-              "1" if args.debug else ""]
+    fields = [
+        bundle,
+        path,
+        args.namespace,
+        args.address,
+        args.publish_binary,
+        args.id,
+        "1" if args.debug else "",
+    ]
     if zygote.request_server(listener, fields) is not None:
         return
     sys.stdout.flush()

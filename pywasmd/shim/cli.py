@@ -14,8 +14,18 @@ _BOOL_FLAGS = {"debug", "v", "version", "info"}
 class ShimArgs:
     """The parsed command line.  A plain class: ``dataclasses`` costs ``start`` 10 ms."""
 
-    __slots__ = ("action", "namespace", "address", "publish_binary", "id", "bundle", "socket",
-                 "debug", "version", "info")
+    __slots__ = (
+        "action",
+        "namespace",
+        "address",
+        "publish_binary",
+        "id",
+        "bundle",
+        "socket",
+        "debug",
+        "version",
+        "info",
+    )
 
     def __init__(
         self,

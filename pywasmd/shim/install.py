@@ -47,10 +47,16 @@ def install(bindir: str, python: str = sys.executable) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pywasmd.shim.install", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bindir", default="/usr/local/bin",
-                        help="directory on containerd's PATH (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog="python -m pywasmd.shim.install",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--bindir",
+        default="/usr/local/bin",
+        help="directory on containerd's PATH (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     print(f"installed {install(args.bindir)}")
     return 0

@@ -107,6 +107,10 @@ def _become_worker(stdio: ChildStdio, control: int) -> NoReturn:
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
         os.setsid()
+        import setproctitle
+
+        # `delete` recognises workers by this name when it must kill one without the shim.
+        setproctitle.setproctitle("pywasm-worker (pywasmd.shim.worker)")
         # Move everything we need above the target fds before dup2 lands on them.
         fds = [os.dup(fd) for fd in (stdio.stdin, stdio.stdout, stdio.stderr, control, 2)]
         log_fd = 10

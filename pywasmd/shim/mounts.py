@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from pywasmd.errors import InvalidArgument
 
+# Not from typing, and no dataclasses: ``delete`` imports this module on every teardown.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ctypes
 
@@ -46,11 +46,13 @@ _FLAGS: dict[str, tuple[int, int]] = {
 }
 
 
-@dataclass(frozen=True)
 class RootfsMount:
-    type: str
-    source: str
-    options: tuple[str, ...]
+    __slots__ = ("type", "source", "options")
+
+    def __init__(self, type: str, source: str, options: tuple[str, ...]) -> None:
+        self.type = type
+        self.source = source
+        self.options = options
 
 
 def parse_options(options: Iterable[str]) -> tuple[int, str]:

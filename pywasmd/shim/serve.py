@@ -52,6 +52,13 @@ def _setup_logging(debug: bool) -> None:
 
 
 def serve(listener: socket.socket, args: ShimArgs, socket_path: str) -> None:
+    import setproctitle
+
+    # What `ps` shows, shaped like containerd-shim-runc-v2's, whoever forked us.
+    setproctitle.setproctitle(
+        f"containerd-shim-pywasm-v1 -namespace {args.namespace} -id {args.id} "
+        f"-address {args.address}"
+    )
     _setup_logging(args.debug)
     try:
         asyncio.run(_serve(listener, args))

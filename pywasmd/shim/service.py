@@ -8,6 +8,7 @@ Methods take and return containerd's ``containerd.task.v2`` messages; the ttrpc
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -24,6 +25,8 @@ from pywasmd.api.containerd.task.v2 import shim_pb2 as pb
 from pywasmd.api.containerd.types import mount_pb2
 from pywasmd.api.containerd.types.task import task_pb2 as types
 from pywasmd.errors import AlreadyExists, InvalidArgument, NotFound, ShimError, Unimplemented
+from pywasmd.nodeconfig import config_path, load_node_config
+from pywasmd.oci.engine_choice import choose_engine
 from pywasmd.oci.module import locate_module
 from pywasmd.oci.plan import WasiPlan, plan_from_spec
 from pywasmd.oci.spec import RuntimeSpec, load_spec
@@ -126,7 +129,7 @@ class TaskService:
                 )
                 mounted = True
             module = await self._find_module(req.id, spec, rootfs)
-            plan = plan_from_spec(spec, rootfs, module)
+            plan = self._choose_engine(plan_from_spec(spec, rootfs, module), spec)
             worker = self._launcher.spawn(io.open())
             io.after_spawn()
             _write_pid(req.bundle, worker.pid)
@@ -163,6 +166,11 @@ class TaskService:
             ),
         )
         return pb.CreateTaskResponse(pid=worker.pid)
+
+    def _choose_engine(self, plan: WasiPlan, spec: RuntimeSpec) -> WasiPlan:
+        # Read per container, so an edit to the node config applies to the next one.
+        choice = choose_engine(spec.annotations, {}, load_node_config(), config_path())
+        return dataclasses.replace(plan, engine=choice.name, features=choice.feature_tuple)
 
     async def _find_module(self, id: str, spec: RuntimeSpec, rootfs: str) -> str:
         if self._artifact_lookup is not None:

@@ -83,8 +83,12 @@ def _route_logging(log_fd: int | None) -> None:
         return
     stream = open(log_fd, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter('level=%(levelname)s msg="worker %(process)d: '
-                                           '%(message)s" runtime=io.containerd.pywasm.v1'))
+    handler.setFormatter(
+        logging.Formatter(
+            'level=%(levelname)s msg="worker %(process)d: '
+            '%(message)s" runtime=io.containerd.pywasm.v1'
+        )
+    )
     root.addHandler(handler)
 
 

@@ -41,9 +41,12 @@ def enabled() -> bool:
 
 
 def encode_request(fields: list[str], env: dict[str, str]) -> bytes:
-    parts = [PROTOCOL, *(f.encode() for f in fields), b"", *(
-        f"{k}={v}".encode() for k, v in env.items() if "\0" not in k + v
-    )]
+    parts = [
+        PROTOCOL,
+        str(len(fields)).encode(),
+        *(f.encode() for f in fields),
+        *(f"{k}={v}".encode() for k, v in env.items() if "\0" not in k + v),
+    ]
     body = b"\0".join(parts)
     return len(body).to_bytes(4, "big") + body
 
@@ -52,9 +55,9 @@ def decode_request(body: bytes) -> tuple[list[str], dict[str, str]]:
     parts = body.split(b"\0")
     if not parts or parts[0] != PROTOCOL:
         raise ValueError("not a pywasm zygote request")
-    sep = parts.index(b"", 1)
-    fields = [p.decode() for p in parts[1:sep]]
-    env = dict(p.decode().partition("=")[::2] for p in parts[sep + 1:] if p)
+    count = int(parts[1])
+    fields = [p.decode() for p in parts[2 : 2 + count]]
+    env = dict(p.decode().partition("=")[::2] for p in parts[2 + count :] if p)
     return fields, env
 
 
@@ -92,7 +95,13 @@ def spawn_zygote() -> None:
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.closerange(3, 65536)
-        os.execv(sys.executable, [sys.executable, "-I", "-m", "pywasmd.shim.zygote"])
+        # A clean environment: servers get theirs from each request, and the zygote must not
+        # look like it belongs to the containerd that happened to start it.
+        os.execve(
+            sys.executable,
+            [sys.executable, "-I", "-m", "pywasmd.shim.zygote"],
+            {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+        )
     finally:
         os._exit(127)
 
@@ -182,8 +191,15 @@ def _serve_in_child(listener_fd: int, fields: list[str], env: dict[str, str]) ->
     os.closerange(3, listener_fd)
     os.closerange(listener_fd + 1, 65536)
     listener = socket.socket(fileno=listener_fd)
-    args = ShimArgs(action="serve", namespace=namespace, address=address,
-                    publish_binary=publish_binary, id=id, bundle=bundle, debug=debug == "1")
+    args = ShimArgs(
+        action="serve",
+        namespace=namespace,
+        address=address,
+        publish_binary=publish_binary,
+        id=id,
+        bundle=bundle,
+        debug=debug == "1",
+    )
     serve(listener, args, path)
 
 
@@ -192,12 +208,13 @@ def _handle(conn: socket.socket, stamps: dict[str, float]) -> bool:
     fds: list[int] = []
     try:
         body, fds = _read_request(conn)
-        fields, env = decode_request(body)
-        if len(fds) != 1 or len(fields) < 7:
-            raise ValueError("request needs 7 fields and one listener fd")
+        # Checked first: a newer ``start`` may speak a request format this code does not know.
         if _stale(stamps):
             conn.sendall(b"stale")
             return False
+        fields, env = decode_request(body)
+        if len(fds) != 1 or len(fields) < 7:
+            raise ValueError("request needs 7 fields and one listener fd")
         pid = os.fork()
         if pid == 0:
             try:
@@ -220,6 +237,9 @@ def _handle(conn: socket.socket, stamps: dict[str, float]) -> bool:
 
 
 def main() -> None:
+    import setproctitle
+
+    setproctitle.setproctitle("pywasm-zygote (python -m pywasmd.shim.zygote)")
     stamps = _preload()
     path = socket_path()
     sock = _bind(path)
