@@ -17,6 +17,17 @@ from pywasmd.oci.plan import WasiPlan
 
 #: Exit status of a guest that trapped (like a native program killed by SIGABRT).
 TRAP_EXIT_STATUS = 134
+#: Exit status of a guest that used up its ``pywasm.io/fuel`` (as for RLIMIT_CPU: SIGXCPU).
+FUEL_EXIT_STATUS = 152
+#: Exit status of a guest that outlived its ``pywasm.io/timeout`` (SIGALRM).
+TIMEOUT_EXIT_STATUS = 142
+#: Exit status of a guest that ran out of its memory limit (as if the OOM killer hit it).
+OOM_EXIT_STATUS = 137
+
+
+class GuestOutOfMemory(Exception):
+    """Raised by ``run`` when the guest failed after hitting ``plan.memory_limit``."""
+
 
 #: Layer media types of Wasm in an OCI artifact.  runwasi uses the component one for core
 #: modules as well, so the binary's header, not the layer type, tells modules from components.

@@ -73,4 +73,5 @@ done
 
 # 4. containerd 2.1 (unpacked from Debian sid into .cache/containerd-2.1).
 "$ROOT/scripts/fetch-containerd21.sh"
+"$ROOT/scripts/fetch-docker.sh"
 log "done"

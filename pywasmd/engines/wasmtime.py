@@ -14,10 +14,12 @@ import wasmtime
 from wasmtime import component as wc
 
 from pywasmd.engine import (
+    FUEL_EXIT_STATUS,
     TRAP_EXIT_STATUS,
     WASM_COMPONENT_LAYER,
     WASM_CONTENT_LAYER,
     WASM_LAYER,
+    GuestOutOfMemory,
 )
 from pywasmd.engines._wasmbin import binary_kind
 from pywasmd.errors import InvalidArgument
@@ -77,6 +79,8 @@ def _engine(plan: WasiPlan) -> wasmtime.Engine:
         setattr(config, switch, feature in enabled)
     if "threads" in enabled:
         config.shared_memory = True
+    # Fuel metering changes the compiled code, so it is part of ``fingerprint`` too.
+    config.consume_fuel = plan.fuel is not None
     try:
         return wasmtime.Engine(config)
     except wasmtime.WasmtimeError as exc:
@@ -165,26 +169,55 @@ class WasmtimeEngine:
 
     def fingerprint(self, plan: WasiPlan) -> str:
         features = ",".join(sorted(_enabled(plan.features)))
-        return f"wasmtime {version('wasmtime')} features={features}"
+        return f"wasmtime {version('wasmtime')} features={features} fuel={plan.fuel is not None}"
 
     def run(self, loaded: object, plan: WasiPlan) -> int:
         assert isinstance(loaded, _Loaded)
         store = wasmtime.Store(loaded.engine)
         if plan.memory_limit is not None:
             store.set_limits(memory_size=plan.memory_limit)
+        if plan.fuel is not None:
+            store.set_fuel(plan.fuel)
         store.set_wasi(_wasi(plan))
+        memories: list[wasmtime.Memory] = []
         try:
             if isinstance(loaded.code, wc.Component):
                 return _run_component(loaded.engine, store, loaded.code)
-            return _run_module(loaded.engine, store, loaded.code)
+            status = _run_module(loaded.engine, store, loaded.code, memories)
         except wasmtime.ExitTrap as exc:
-            return int(exc.code)
+            status = int(exc.code)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            _out_of_memory(plan, store, memories)
+            if plan.fuel is not None and "fuel" in str(exc):
+                print(
+                    f"pywasm: guest ran out of fuel (pywasm.io/fuel={plan.fuel})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return FUEL_EXIT_STATUS
             # Component traps arrive as plain WasmtimeError; the text tells them apart.
             trapped = isinstance(exc, wasmtime.Trap) or "wasm trap" in str(exc)
             what = "trapped" if trapped else "failed"
             print(f"pywasm: guest {what}: {_cause(exc, 'trap')}", file=sys.stderr, flush=True)
             return TRAP_EXIT_STATUS
+        if status != 0:
+            _out_of_memory(plan, store, memories)
+        return status
+
+
+def _out_of_memory(plan: WasiPlan, store: wasmtime.Store, memories: list[wasmtime.Memory]) -> None:
+    """A guest that failed with its memory grown close to the limit ran out of memory.
+
+    wasmtime-py does not report a refused ``memory.grow``, so this judges by how much is
+    left: less than an eighth of the limit (or a page) when the guest gave up.
+    """
+    if plan.memory_limit is None or not memories:
+        return
+    used = memories[0].size(store) * 65536
+    if used + max(65536, plan.memory_limit // 8) > plan.memory_limit:
+        raise GuestOutOfMemory(
+            f"guest used {used} bytes of linear memory, its limit is {plan.memory_limit}"
+        )
 
 
 class _GuestExit(Exception):
@@ -197,7 +230,12 @@ def _proc_exit(code: int) -> None:
     raise _GuestExit(code)
 
 
-def _run_module(engine: wasmtime.Engine, store: wasmtime.Store, module: wasmtime.Module) -> int:
+def _run_module(
+    engine: wasmtime.Engine,
+    store: wasmtime.Store,
+    module: wasmtime.Module,
+    memories: list[wasmtime.Memory],
+) -> int:
     linker = wasmtime.Linker(engine)
     linker.define_wasi()
     # wasmtime's own proc_exit refuses statuses 126-255, which native programs (and runc
@@ -210,6 +248,9 @@ def _run_module(engine: wasmtime.Engine, store: wasmtime.Store, module: wasmtime
         _proc_exit,
     )
     instance = linker.instantiate(store, module)
+    memory = instance.exports(store).get("memory")
+    if isinstance(memory, wasmtime.Memory):
+        memories.append(memory)
     start = instance.exports(store)["_start"]
     assert isinstance(start, wasmtime.Func)
     try:

@@ -7,7 +7,6 @@ the root so that a pushed and pulled tree has exactly the digests it had when bu
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -131,7 +130,7 @@ def make_index(parts: Sequence[Content]) -> Content:
     for part in parts:
         blobs.update(part.blobs)
         for desc, manifest in part.manifests():
-            platform = desc.platform or _platform_of(part, manifest)
+            platform = desc.platform or platform_of(part, manifest)
             if platform is None:
                 raise InvalidArgument(f"manifest {desc.digest} names no platform")
             key = str(platform)
@@ -151,7 +150,8 @@ def make_index(parts: Sequence[Content]) -> Content:
     return Content(root, {d: b for d, b in blobs.items() if d in keep})
 
 
-def _platform_of(content: Content, manifest: Mapping[str, Any]) -> Platform | None:
+def platform_of(content: Content, manifest: Mapping[str, Any]) -> Platform | None:
+    """The platform an image's config (or an artifact's config type) declares."""
     config_desc = manifest.get("config") or {}
     if config_desc.get("mediaType") == artifact.WASM_CONFIG:
         return WASI
@@ -314,7 +314,3 @@ def _tar(files: Mapping[str, bytes]) -> bytes:
             data = files[name]
             tar.addfile(reproducible_tarinfo(name, len(data), 0o644), io.BytesIO(data))
     return buf.getvalue()
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from pywasmd.errors import InvalidArgument
-from pywasmd.image import artifact, mediatypes, wasm
+from pywasmd.image import artifact, wasm
 from pywasmd.image.build import WASI, Descriptor, Platform, digest_of
-from pywasmd.image.content import Content, descriptor_from_json
+from pywasmd.image.content import Content
 from pywasmd.image.layout import ArchivedImage, Layer
 
 Rows = list[tuple[str, str]]
@@ -149,4 +149,4 @@ def _argv_text(items: list[str]) -> str:
     return json.dumps(items) if items else "(none)"
 
 
-__all__ = ["Rows", "describe", "descriptor_from_json", "mediatypes"]
+__all__ = ["Rows", "describe"]

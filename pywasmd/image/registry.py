@@ -11,6 +11,7 @@ what is wrong at once.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,10 +19,10 @@ from typing import Any
 import requests
 import requests.adapters
 
-from pywasmd.errors import InvalidArgument, NotFound, ShimError, Unavailable
+from pywasmd.errors import InvalidArgument, NotFound, Unavailable
 from pywasmd.image import mediatypes
 from pywasmd.image.build import Descriptor, digest_of
-from pywasmd.image.content import Content, descriptor_from_json
+from pywasmd.image.content import Content, descriptor_from_json, platform_of
 from pywasmd.image.progress import Progress, null_progress
 from pywasmd.image.reference import DEFAULT_DOMAIN, Reference
 
@@ -173,8 +174,6 @@ class Registry:
             )
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         try:
-            import json
-
             doc = json.loads(data)
             media_type = doc.get("mediaType") or media_type
         except ValueError:
@@ -214,13 +213,17 @@ class Registry:
         root, data = self.manifest(self.ref.digest or self.ref.tag or "latest")
         blobs = {root.digest: data}
         self._pull_children(root, data, blobs, 0)
-        return Content(root, blobs)
+        content = Content(root, blobs)
+        if root.media_type in mediatypes.INDEX_TYPES:
+            return content
+        # A registry keeps no platform for a lone manifest; put back the one its config
+        # declares, so a pulled archive is byte for byte the one that was built.
+        platform = platform_of(content, json.loads(data))
+        return Content(Descriptor(root.media_type, root.digest, root.size, platform), blobs)
 
     def _pull_children(
         self, desc: Descriptor, data: bytes, blobs: dict[str, bytes], depth: int
     ) -> None:
-        import json
-
         doc = json.loads(data)
         if desc.media_type in mediatypes.INDEX_TYPES:
             if depth > 3:
@@ -369,4 +372,4 @@ def _human(n: int) -> str:
     return f"{n} B"
 
 
-__all__ = ["Pushed", "Registry", "RegistryError", "ShimError"]
+__all__ = ["Pushed", "Registry", "RegistryError"]

@@ -13,6 +13,7 @@ plans directly.  Worked example::
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pywasmd.errors import InvalidArgument
@@ -60,6 +61,8 @@ class WasiPlan:
     memory_limit: int | None = None
     engine: str = "wasmtime"
     features: tuple[str, ...] = ()
+    timeout: float | None = None
+    fuel: int | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -74,6 +77,8 @@ class WasiPlan:
             "memory_limit": self.memory_limit,
             "engine": self.engine,
             "features": list(self.features),
+            "timeout": self.timeout,
+            "fuel": self.fuel,
         }
 
     @classmethod
@@ -96,7 +101,30 @@ class WasiPlan:
             memory_limit=int(limit) if isinstance(limit, int) else None,
             engine=str(raw.get("engine", "wasmtime")),
             features=tuple(str(f) for f in seq("features")) if "features" in raw else (),
+            timeout=float(str(raw["timeout"])) if raw.get("timeout") is not None else None,
+            fuel=int(str(raw["fuel"])) if raw.get("fuel") is not None else None,
         )
+
+
+TIMEOUT_ANNOTATION = "pywasm.io/timeout"
+FUEL_ANNOTATION = "pywasm.io/fuel"
+
+
+def _positive(
+    annotations: Mapping[str, str], key: str, kind: type[float] | type[int], example: str
+) -> float | int | None:
+    text = annotations.get(key)
+    if text is None:
+        return None
+    try:
+        value = kind(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise InvalidArgument(
+            f"annotation {key}={text!r} must be a positive {kind.__name__}, e.g. {example}"
+        )
+    return value
 
 
 def split_env(entries: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -144,4 +172,10 @@ def plan_from_spec(spec: RuntimeSpec, rootfs: str, module: str) -> WasiPlan:
         gid=spec.process.user.gid,
         additional_gids=spec.process.user.additional_gids,
         memory_limit=spec.memory_limit,
+        timeout=_positive(spec.annotations, TIMEOUT_ANNOTATION, float, "30 (seconds)"),
+        fuel=_int_or_none(_positive(spec.annotations, FUEL_ANNOTATION, int, "1000000000")),
     )
+
+
+def _int_or_none(value: float | int | None) -> int | None:
+    return None if value is None else int(value)

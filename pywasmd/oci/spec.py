@@ -46,6 +46,17 @@ class Root:
 
 
 @dataclass(frozen=True)
+class Resources:
+    """``linux.resources`` that pywasm enforces (cgroup, and the engine for memory)."""
+
+    memory_limit: int | None = None
+    cpu_shares: int | None = None
+    cpu_quota: int | None = None
+    cpu_period: int | None = None
+    pids_limit: int | None = None
+
+
+@dataclass(frozen=True)
 class RuntimeSpec:
     process: Process
     root: Root = Root()
@@ -53,6 +64,7 @@ class RuntimeSpec:
     annotations: Mapping[str, str] = field(default_factory=dict)
     memory_limit: int | None = None
     cgroups_path: str = ""
+    resources: Resources = Resources()
 
 
 def load_spec(bundle: str) -> RuntimeSpec:
@@ -84,17 +96,31 @@ def parse_spec(raw: Mapping[str, Any]) -> RuntimeSpec:
     mounts = tuple(_mount(i, m) for i, m in enumerate(_list(raw, "mounts")))
     annotations = _obj(raw, "annotations", required=False)
     linux = _obj(raw, "linux", required=False)
-    memory = _obj(_obj(linux, "resources", required=False), "memory", required=False)
-    limit = memory.get("limit")
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)):
-        raise InvalidArgument("linux.resources.memory.limit must be an integer number of bytes")
+    res_raw = _obj(linux, "resources", required=False)
+    memory = _obj(res_raw, "memory", required=False)
+    cpu = _obj(res_raw, "cpu", required=False)
+    pids = _obj(res_raw, "pids", required=False)
+    limit = _int(memory, "linux.resources.memory.limit", "limit")
+    if limit is not None and limit < 0 and limit != -1:
+        raise InvalidArgument(
+            f"linux.resources.memory.limit {limit} is negative; give a number of bytes, "
+            "or leave it out for no limit"
+        )
+    resources = Resources(
+        memory_limit=limit if limit is not None and limit > 0 else None,
+        cpu_shares=_int(cpu, "linux.resources.cpu.shares", "shares"),
+        cpu_quota=_int(cpu, "linux.resources.cpu.quota", "quota"),
+        cpu_period=_int(cpu, "linux.resources.cpu.period", "period"),
+        pids_limit=_int(pids, "linux.resources.pids.limit", "limit"),
+    )
     return RuntimeSpec(
         process=process,
         root=root,
         mounts=mounts,
         annotations={str(k): str(v) for k, v in annotations.items()},
-        memory_limit=limit if limit is not None and limit > 0 else None,
+        memory_limit=resources.memory_limit,
         cgroups_path=_str(linux, "linux.cgroupsPath", "cgroupsPath", ""),
+        resources=resources,
     )
 
 
@@ -148,6 +174,15 @@ def _list(raw: Mapping[str, Any], key: str) -> list[Any]:
     value = raw.get(key) or []
     if not isinstance(value, list):
         raise InvalidArgument(f"{key} must be a JSON list")
+    return value
+
+
+def _int(raw: Mapping[str, Any], name: str, key: str) -> int | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be an integer, not {value!r}")
     return value
 
 

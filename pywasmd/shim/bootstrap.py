@@ -11,6 +11,7 @@ import errno
 import os
 import sys
 import time
+
 from pywasmd.shim.cli import ShimArgs
 
 # Not from typing: importing typing costs ``start`` and ``delete`` 20 ms.
@@ -199,6 +200,25 @@ def _kill_worker(pid: int) -> None:
         time.sleep(0.01)
 
 
+def _remove_cgroup(bundle: str) -> None:
+    try:
+        with open(os.path.join(bundle, "pywasm-cgroup"), encoding="utf-8") as f:
+            path = f.read().strip().lstrip("/")
+    except OSError:
+        return
+    if not path or ".." in path.split("/"):
+        return
+    root = "/sys/fs/cgroup"
+    dirs = [os.path.join(root, path)] + [
+        os.path.join(root, c, path) for c in ("memory", "cpu", "cpuacct", "pids", "freezer")
+    ]
+    for d in dirs:
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+
+
 def delete(args: ShimArgs) -> int:
     """Clean up one container when the shim can no longer be asked to; idempotent."""
     bundle = args.bundle or os.getcwd()
@@ -210,6 +230,7 @@ def delete(args: ShimArgs) -> int:
         pass
     if pid > 0:
         _kill_worker(pid)
+    _remove_cgroup(bundle)
     rootfs = os.path.join(bundle, "rootfs")
     if os.path.isdir(rootfs):
         from pywasmd.shim.mounts import unmount_all

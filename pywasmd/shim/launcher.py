@@ -38,6 +38,9 @@ class Worker(Protocol):
     async def start(self) -> None:
         """Let the guest run."""
 
+    def report(self) -> str:
+        """What the worker said while its guest ran (``oom``...); never blocks."""
+
     def close(self) -> None:
         """Forget the control channel (the process itself is left alone)."""
 
@@ -72,6 +75,15 @@ class _ProcessWorker:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.sock_sendall(self._control, b"go\n")
+
+    def report(self) -> str:
+        said = b""
+        try:
+            while chunk := self._control.recv(4096):
+                said += chunk
+        except (BlockingIOError, OSError):
+            pass
+        return said.decode(errors="replace")
 
     def close(self) -> None:
         self._control.close()

@@ -83,7 +83,10 @@ async def _serve(listener: socket.socket, args: ShimArgs) -> None:
     reaper.install(loop)
     publisher = TtrpcEventPublisher(os.environ.get("TTRPC_ADDRESS", ""), args.namespace)
     publisher.start()
-    service = TaskService(ForkLauncher(), reaper, publisher)
+    from pywasmd.oci.artifact import ContainerdArtifacts
+
+    artifacts = ContainerdArtifacts(args.address, args.namespace)
+    service = TaskService(ForkLauncher(), reaper, publisher, artifacts.lookup)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.shutdown_requested.set)
     server = Server(task_services(service))

@@ -24,6 +24,7 @@ from pywasmd.api.containerd.events import task_pb2 as ev
 from pywasmd.api.containerd.task.v2 import shim_pb2 as pb
 from pywasmd.api.containerd.types import mount_pb2
 from pywasmd.api.containerd.types.task import task_pb2 as types
+from pywasmd.engine import TIMEOUT_EXIT_STATUS
 from pywasmd.errors import AlreadyExists, InvalidArgument, NotFound, ShimError, Unimplemented
 from pywasmd.nodeconfig import config_path, load_node_config
 from pywasmd.oci.engine_choice import choose_engine
@@ -31,6 +32,7 @@ from pywasmd.oci.module import locate_module
 from pywasmd.oci.plan import WasiPlan, plan_from_spec
 from pywasmd.oci.spec import RuntimeSpec, load_spec
 from pywasmd.shim import mounts
+from pywasmd.shim.cgroups import Cgroup
 from pywasmd.shim.launcher import Launcher, Worker
 from pywasmd.shim.reaper import Reaper
 from pywasmd.shim.state import Op, Status, next_state
@@ -60,7 +62,9 @@ class Task:
     io: ProcessIO
     worker: Worker
     plan: WasiPlan
+    cgroup: Cgroup | None = None
     status: Status = Status.CREATED
+    oom: bool = False
     exit_status: int = 0
     exited_at_ns: int = 0
     exited: asyncio.Event = field(default_factory=asyncio.Event)
@@ -134,6 +138,7 @@ class TaskService:
             io.after_spawn()
             _write_pid(req.bundle, worker.pid)
             await worker.prepare(plan)
+            cgroup = _make_cgroup(req.bundle, spec)
         except BaseException:
             if worker is not None:
                 _kill_quietly(worker.pid, signal.SIGKILL)
@@ -143,7 +148,7 @@ class TaskService:
             if mounted:
                 mounts.unmount_all(rootfs)
             raise
-        task = Task(req.id, req.bundle, rootfs, mounted, io, worker, plan)
+        task = Task(req.id, req.bundle, rootfs, mounted, io, worker, plan, cgroup)
         self._tasks[req.id] = task
         self._reaper.watch(worker.pid, lambda status: self._on_exit(task, status))
         log.info("created %s: wasm module %s, worker pid %d", req.id, module, worker.pid)
@@ -182,6 +187,11 @@ class TaskService:
     async def start(self, req: pb.StartRequest) -> pb.StartResponse:
         task = self._task(req.id, req.exec_id)
         task.status = next_state(task.status, Op.START, req.id)
+        if task.cgroup is not None:
+            try:
+                task.cgroup.add(task.pid)
+            except OSError as exc:
+                log.warning("%s: cannot join cgroup %s: %s", task.id, task.cgroup.path, exc)
         # Published before the guest can run, so its exit can never overtake it.
         self._publish("/tasks/start", ev.TaskStart(container_id=task.id, pid=task.pid))
         try:
@@ -194,10 +204,21 @@ class TaskService:
         task.status = next_state(task.status, Op.EXIT, task.id)
         task.exit_status = status
         task.exited_at_ns = time.time_ns()
+        said = task.worker.report()
         task.worker.close()
         task.io.close()
+        task.oom = "oom" in said.split() or (task.cgroup is not None and task.cgroup.oom_killed())
         task.exited.set()
         log.info("container %s exited with status %d", task.id, status)
+        if task.oom:
+            log.warning(
+                "container %s ran out of memory (limit %s bytes)", task.id, task.plan.memory_limit
+            )
+            self._publish("/tasks/oom", ev.TaskOOM(container_id=task.id))
+        if status == TIMEOUT_EXIT_STATUS and task.plan.timeout is not None:
+            log.warning(
+                "container %s exceeded its pywasm.io/timeout of %ss", task.id, task.plan.timeout
+            )
         self._publish(
             "/tasks/exit",
             ev.TaskExit(
@@ -244,6 +265,8 @@ class TaskService:
         task.io.close()
         if task.mounted:
             mounts.unmount_all(task.rootfs)
+        if task.cgroup is not None:
+            task.cgroup.destroy()
         del self._tasks[task.id]
         exited_at = _timestamp(task.exited_at_ns or time.time_ns())
         self._publish(
@@ -310,6 +333,32 @@ def _kill_quietly(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except OSError:
         pass
+
+
+#: Where ``delete`` finds the cgroup to remove when the shim is gone.
+CGROUP_FILE = "pywasm-cgroup"
+
+
+def _make_cgroup(bundle: str, spec: RuntimeSpec) -> Cgroup | None:
+    if not spec.cgroups_path:
+        return None
+    cgroup = Cgroup(spec.cgroups_path)
+    try:
+        cgroup.create(spec.resources)
+    except OSError as exc:
+        log.warning(
+            "cgroup %s unavailable (%s): limits other than the engine's memory cap are not applied",
+            cgroup.path,
+            exc,
+        )
+        cgroup.destroy()
+        return None
+    try:
+        with open(os.path.join(bundle, CGROUP_FILE), "w", encoding="utf-8") as f:
+            f.write(cgroup.path)
+    except OSError:
+        pass
+    return cgroup
 
 
 def _write_pid(bundle: str, pid: int) -> None:

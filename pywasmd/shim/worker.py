@@ -65,7 +65,7 @@ def _load(engine: Engine, plan: WasiPlan) -> object:
 
 
 def _reset_signals() -> None:
-    for sig in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGALRM):
         signal.signal(sig, signal.SIG_DFL)
     # Die with the shim: a guest must never outlive the process that reports on it.
     libc = ctypes.CDLL(None, use_errno=True)
@@ -112,7 +112,7 @@ def main(log_fd: int | None = None) -> None:
     os.closerange(CONTROL_FD + 1, keep)
     os.closerange(keep + 1, 65536)
     _route_logging(log_fd)
-    from pywasmd.engine import get_engine
+    from pywasmd.engine import OOM_EXIT_STATUS, GuestOutOfMemory, get_engine
     from pywasmd.errors import ShimError
     from pywasmd.oci.plan import WasiPlan
 
@@ -132,14 +132,30 @@ def main(log_fd: int | None = None) -> None:
     os.write(CONTROL_FD, b"ok\n")
     if _read_line(CONTROL_FD) != b"go":
         os._exit(0)
-    os.close(CONTROL_FD)
     try:
         _become(plan.uid, plan.gid, plan.additional_gids)
     except OSError as exc:
         print(f"pywasm: cannot run as uid {plan.uid} gid {plan.gid}: {exc}", file=sys.stderr)
         os._exit(126)
-    status = engine.run(loaded, plan)
+    # The control socket stays open while the guest runs (WASI gives it no way to reach
+    # it): the shim learns through it why the guest ended.
+    if plan.timeout is not None:
+        # SIGALRM keeps its default action: the process ends with 128+14 at the deadline.
+        signal.setitimer(signal.ITIMER_REAL, plan.timeout)
+    try:
+        status = engine.run(loaded, plan)
+    except GuestOutOfMemory as exc:
+        print(f"pywasm: out of memory: {exc}", file=sys.stderr, flush=True)
+        _tell(b"oom\n")
+        os._exit(OOM_EXIT_STATUS)
     os._exit(status & 0xFF)
+
+
+def _tell(message: bytes) -> None:
+    try:
+        os.write(CONTROL_FD, message)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

@@ -24,13 +24,20 @@ import signal
 import socket
 import sys
 
-ZYGOTE_SOCKET = "/run/pywasm/zygote.sock"
+ZYGOTE_DIR = "/run/pywasm"
 IDLE_SECONDS = 900.0
 PROTOCOL = b"pywasm-zygote-1"
 
 
 def socket_path() -> str:
-    return os.environ.get("PYWASM_ZYGOTE_SOCKET", ZYGOTE_SOCKET)
+    """One zygote per installed copy of pywasmd: a zygote serves only its own code."""
+    override = os.environ.get("PYWASM_ZYGOTE_SOCKET")
+    if override:
+        return override
+    import hashlib
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return f"{ZYGOTE_DIR}/zygote-{hashlib.sha256(root.encode()).hexdigest()[:16]}.sock"
 
 
 def enabled() -> bool:

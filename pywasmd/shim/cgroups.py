@@ -1,0 +1,152 @@
+"""A container's cgroup (``linux.cgroupsPath``), cgroup v1 or v2, as runc would make it.
+
+The worker joins it before the guest runs, so the kernel accounts and limits
+everything the container does (memory, CPU, pids) and ``Stats`` can report it.
+Failures to set a cgroup up are logged, not fatal: the engine's own memory cap
+still holds.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+
+from pywasmd.oci.spec import Resources
+
+log = logging.getLogger("pywasmd.cgroups")
+
+ROOT = "/sys/fs/cgroup"
+V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer")
+
+
+def is_v2(root: str = ROOT) -> bool:
+    return os.path.exists(os.path.join(root, "cgroup.controllers"))
+
+
+def normalize(path: str) -> str:
+    """``/docker/<id>`` stays; systemd's ``slice:prefix:name`` becomes its scope path."""
+    if path.count(":") == 2 and not path.startswith("/"):
+        slice_, prefix, name = path.split(":")
+        slice_ = slice_ or "system.slice"
+        return f"/{slice_}/{prefix}-{name}.scope"
+    return "/" + path.strip("/")
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w", encoding="ascii") as f:
+        f.write(value)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+class Cgroup:
+    def __init__(self, path: str, root: str = ROOT) -> None:
+        self.path = normalize(path)
+        self.root = root
+        self.v2 = is_v2(root)
+
+    def dirs(self) -> list[str]:
+        rel = self.path.lstrip("/")
+        if self.v2:
+            return [os.path.join(self.root, rel)]
+        return [
+            os.path.join(self.root, c, rel)
+            for c in V1_CONTROLLERS
+            if os.path.isdir(os.path.join(self.root, c))
+        ]
+
+    def _dir(self, controller: str) -> str:
+        rel = self.path.lstrip("/")
+        return os.path.join(self.root, rel) if self.v2 else os.path.join(self.root, controller, rel)
+
+    def create(self, res: Resources) -> None:
+        for d in self.dirs():
+            os.makedirs(d, exist_ok=True)
+        if self.v2:
+            self._apply_v2(res)
+        else:
+            self._apply_v1(res)
+
+    def _apply_v1(self, res: Resources) -> None:
+        mem, cpu, pids = self._dir("memory"), self._dir("cpu"), self._dir("pids")
+        if res.memory_limit:
+            _write(f"{mem}/memory.limit_in_bytes", str(res.memory_limit))
+        if res.cpu_shares:
+            _write(f"{cpu}/cpu.shares", str(res.cpu_shares))
+        if res.cpu_period:
+            _write(f"{cpu}/cpu.cfs_period_us", str(res.cpu_period))
+        if res.cpu_quota:
+            _write(f"{cpu}/cpu.cfs_quota_us", str(res.cpu_quota))
+        if res.pids_limit and res.pids_limit > 0:
+            _write(f"{pids}/pids.max", str(res.pids_limit))
+
+    def _apply_v2(self, res: Resources) -> None:
+        d = self._dir("")
+        if res.memory_limit:
+            _write(f"{d}/memory.max", str(res.memory_limit))
+        if res.cpu_shares:
+            # runc's conversion of v1 shares (2..262144) to v2 weight (1..10000).
+            weight = 1 + ((res.cpu_shares - 2) * 9999) // 262142
+            _write(f"{d}/cpu.weight", str(max(1, min(10000, weight))))
+        if res.cpu_quota:
+            _write(f"{d}/cpu.max", f"{res.cpu_quota} {res.cpu_period or 100000}")
+        if res.pids_limit and res.pids_limit > 0:
+            _write(f"{d}/pids.max", str(res.pids_limit))
+
+    def add(self, pid: int) -> None:
+        for d in self.dirs():
+            _write(os.path.join(d, "cgroup.procs"), str(pid))
+
+    def oom_killed(self) -> bool:
+        if self.v2:
+            events = _read(os.path.join(self._dir(""), "memory.events"))
+        else:
+            events = _read(os.path.join(self._dir("memory"), "memory.oom_control"))
+        for line in events.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip() not in ("", "0"):
+                return True
+        return False
+
+    def destroy(self) -> None:
+        for d in self.dirs():
+            try:
+                os.rmdir(d)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    log.warning("cannot remove cgroup %s: %s", d, exc)
+
+    def memory_usage(self) -> tuple[int, int]:
+        """(usage, limit) in bytes; 0 when unknown."""
+        if self.v2:
+            d = self._dir("")
+            usage, limit = _read(f"{d}/memory.current"), _read(f"{d}/memory.max")
+        else:
+            d = self._dir("memory")
+            usage, limit = _read(f"{d}/memory.usage_in_bytes"), _read(f"{d}/memory.limit_in_bytes")
+
+        def num(text: str) -> int:
+            text = text.strip()
+            return int(text) if text.isdigit() else 0
+
+        return num(usage), num(limit)
+
+    def cpu_usage_ns(self) -> int:
+        if self.v2:
+            for line in _read(f"{self._dir('')}/cpu.stat").splitlines():
+                if line.startswith("usage_usec "):
+                    return int(line.split()[1]) * 1000
+            return 0
+        text = _read(f"{self._dir('cpuacct')}/cpuacct.usage").strip()
+        return int(text) if text.isdigit() else 0
+
+    def pids(self) -> list[int]:
+        text = _read(os.path.join(self._dir("pids" if not self.v2 else ""), "cgroup.procs"))
+        return [int(p) for p in text.split() if p.isdigit()]
