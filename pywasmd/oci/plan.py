@@ -177,5 +177,22 @@ def plan_from_spec(spec: RuntimeSpec, rootfs: str, module: str) -> WasiPlan:
     )
 
 
+def host_path(plan: WasiPlan, guest: str) -> str | None:
+    """Where ``guest`` lives on the host: the longest preopen that holds it wins."""
+    from pywasmd.oci.module import resolve_in_root
+
+    best: Preopen | None = None
+    for grant in plan.preopens:
+        prefix = grant.guest.rstrip("/") + "/"
+        if (guest == grant.guest or guest.startswith(prefix) or grant.guest == "/") and (
+            best is None or len(grant.guest) > len(best.guest)
+        ):
+            best = grant
+    if best is None:
+        return None
+    rest = guest[len(best.guest) :] if best.guest != "/" else guest
+    return resolve_in_root(best.host, rest)
+
+
 def _int_or_none(value: float | int | None) -> int | None:
     return None if value is None else int(value)

@@ -46,6 +46,7 @@ _IMPLEMENTED = {
     "Pids": "pids",
     "Kill": "kill",
     "CloseIO": "close_io",
+    "ResizePty": "resize_pty",
     "Wait": "wait",
     "Connect": "connect",
     "Shutdown": "shutdown",

@@ -29,10 +29,11 @@ from pywasmd.errors import AlreadyExists, InvalidArgument, NotFound, ShimError, 
 from pywasmd.nodeconfig import config_path, load_node_config
 from pywasmd.oci.engine_choice import choose_engine
 from pywasmd.oci.module import locate_module
-from pywasmd.oci.plan import WasiPlan, plan_from_spec
+from pywasmd.oci.plan import WasiPlan, host_path, plan_from_spec
 from pywasmd.oci.spec import RuntimeSpec, load_spec
 from pywasmd.shim import mounts
 from pywasmd.shim.cgroups import Cgroup
+from pywasmd.shim.console import TerminalIO
 from pywasmd.shim.launcher import Launcher, Worker
 from pywasmd.shim.reaper import Reaper
 from pywasmd.shim.state import Op, Status, next_state
@@ -59,7 +60,7 @@ class Task:
     bundle: str
     rootfs: str
     mounted: bool
-    io: ProcessIO
+    io: ProcessIO | TerminalIO
     worker: Worker
     plan: WasiPlan
     cgroup: Cgroup | None = None
@@ -112,17 +113,16 @@ class TaskService:
     async def create(self, req: pb.CreateTaskRequest) -> pb.CreateTaskResponse:
         if req.id in self._tasks:
             raise AlreadyExists(f"container {req.id!r} already exists")
-        if req.terminal:
-            raise InvalidArgument(
-                f"container {req.id!r}: a terminal (-t/--tty) is not supported by pywasm yet; "
-                "run without -t"
-            )
         if req.checkpoint:
             raise Unimplemented("checkpoint/restore is not supported by pywasm")
         spec = load_spec(req.bundle)
         rootfs = os.path.join(req.bundle, spec.root.path)
         mounted = False
-        io = ProcessIO(req.stdin, req.stdout, req.stderr)
+        io: ProcessIO | TerminalIO = (
+            TerminalIO(req.stdin, req.stdout, req.stderr)
+            if req.terminal
+            else ProcessIO(req.stdin, req.stdout, req.stderr)
+        )
         worker: Worker | None = None
         try:
             if req.rootfs:
@@ -134,6 +134,7 @@ class TaskService:
                 mounted = True
             module = await self._find_module(req.id, spec, rootfs)
             plan = self._choose_engine(plan_from_spec(spec, rootfs, module), spec)
+            _check_cwd(plan)
             worker = self._launcher.spawn(io.open())
             io.after_spawn()
             _write_pid(req.bundle, worker.pid)
@@ -292,7 +293,7 @@ class TaskService:
             stdin=task.io.stdin,
             stdout=task.io.stdout,
             stderr=task.io.stderr,
-            terminal=False,
+            terminal=isinstance(task.io, TerminalIO),
             exit_status=task.exit_status,
             exec_id=req.exec_id,
         )
@@ -317,6 +318,12 @@ class TaskService:
             task.io.close_stdin()
         return empty_pb2.Empty()
 
+    async def resize_pty(self, req: pb.ResizePtyRequest) -> empty_pb2.Empty:
+        task = self._task(req.id, req.exec_id)
+        if isinstance(task.io, TerminalIO):
+            task.io.resize(req.width, req.height)
+        return empty_pb2.Empty()
+
     async def shutdown(self, req: pb.ShutdownRequest) -> empty_pb2.Empty:
         if not self._tasks:
             self.shutdown_requested.set()
@@ -333,6 +340,15 @@ def _kill_quietly(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except OSError:
         pass
+
+
+def _check_cwd(plan: WasiPlan) -> None:
+    where = host_path(plan, plan.cwd)
+    if where is None or not os.path.isdir(where):
+        raise InvalidArgument(
+            f"process.cwd {plan.cwd!r} does not exist in the container: create it in the image "
+            "(WORKDIR) or mount it, or pass an existing directory (-w/--cwd)"
+        )
 
 
 #: Where ``delete`` finds the cgroup to remove when the shim is gone.

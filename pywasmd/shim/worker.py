@@ -112,6 +112,12 @@ def main(log_fd: int | None = None) -> None:
     os.closerange(CONTROL_FD + 1, keep)
     os.closerange(keep + 1, 65536)
     _route_logging(log_fd)
+    if os.isatty(0):
+        import fcntl
+        import termios
+
+        # A terminal container: the pty is the guest's controlling terminal, as under runc.
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     from pywasmd.engine import OOM_EXIT_STATUS, GuestOutOfMemory, get_engine
     from pywasmd.errors import ShimError
     from pywasmd.oci.plan import WasiPlan

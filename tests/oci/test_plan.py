@@ -68,3 +68,30 @@ def test_bad_configs_name_the_field(raw, needle):
 def test_env_entry_without_equals_is_refused():
     with pytest.raises(InvalidArgument, match="KEY=VALUE"):
         plan_from_spec(parse_spec(spec(env=["NOPE"])), "/r", "/r/a.wasm")
+
+
+def test_host_path_picks_the_longest_grant(tmp_path):
+    from pywasmd.oci.plan import host_path
+
+    (tmp_path / "root" / "app").mkdir(parents=True)
+    (tmp_path / "data" / "sub").mkdir(parents=True)
+    plan = WasiPlan(
+        module="m",
+        argv=("m",),
+        env=(),
+        cwd="/",
+        preopens=(Preopen(str(tmp_path / "root"), "/"), Preopen(str(tmp_path / "data"), "/data")),
+    )
+    assert host_path(plan, "/app") == str(tmp_path / "root" / "app")
+    assert host_path(plan, "/data/sub") == str(tmp_path / "data" / "sub")
+    assert host_path(plan, "/database") == str(tmp_path / "root" / "database")
+
+
+def test_timeout_and_fuel_annotations_are_checked():
+    raw = spec()
+    raw["annotations"] = {"pywasm.io/timeout": "2.5", "pywasm.io/fuel": "1000"}
+    plan = plan_from_spec(parse_spec(raw), "/r", "/r/app.wasm")
+    assert (plan.timeout, plan.fuel) == (2.5, 1000)
+    raw["annotations"] = {"pywasm.io/timeout": "-1"}
+    with pytest.raises(InvalidArgument, match="pywasm.io/timeout"):
+        plan_from_spec(parse_spec(raw), "/r", "/r/app.wasm")
