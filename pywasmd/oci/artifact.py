@@ -131,6 +131,29 @@ class ContainerdArtifacts:
         log.info("container %s: Wasm artifact %s, module %s", container_id, name, path)
         return path
 
+    async def entrypoint(self, container_id: str) -> list[str] | None:
+        """The image's entrypoint, for a command line that replaced it.
+
+        ``ctr run IMAGE ID arg...`` replaces the image's entrypoint and cmd with ``arg...``
+        (Docker appends them instead); for a Wasm image the module must still come first.
+        """
+        if not self.address:
+            return None
+        container = await self._container(container_id)
+        if not container.image:
+            return None
+        manifest = await self._manifest(container.image)
+        if manifest is None or artifact.is_artifact_manifest(manifest):
+            return None
+        config_digest = str((manifest.get("config") or {}).get("digest", ""))
+        if not config_digest:
+            return None
+        config = await self._document(config_digest, f"image {container.image}")
+        entry = (config.get("config") or {}).get("Entrypoint") or []
+        if not isinstance(entry, list) or not all(isinstance(a, str) for a in entry):
+            return None
+        return list(entry) or None
+
     async def release(self, container_id: str) -> None:
         """Drop the container's lease (Delete); a missing lease is fine."""
         if self._channel is None and not self.address:

@@ -86,7 +86,7 @@ async def _serve(listener: socket.socket, args: ShimArgs) -> None:
     from pywasmd.oci.artifact import ContainerdArtifacts
 
     artifacts = ContainerdArtifacts(args.address, args.namespace)
-    service = TaskService(ForkLauncher(), reaper, publisher, artifacts.lookup)
+    service = TaskService(ForkLauncher(), reaper, publisher, artifacts.lookup, artifacts.entrypoint)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.shutdown_requested.set)
     server = Server(task_services(service))

@@ -79,6 +79,8 @@ class Task:
 #: rootfs): ``(container id, spec, rootfs) -> host path of the module``, or None when the
 #: container is not an artifact.
 ArtifactLookup = Callable[[str, RuntimeSpec, str], Awaitable[str | None]]
+#: The image's entrypoint of a container, or None: ``container id -> entrypoint``.
+EntrypointLookup = Callable[[str], Awaitable[list[str] | None]]
 
 
 class TaskService:
@@ -88,11 +90,13 @@ class TaskService:
         reaper: Reaper,
         publisher: EventPublisher,
         artifact_lookup: ArtifactLookup | None = None,
+        entrypoint_lookup: EntrypointLookup | None = None,
     ) -> None:
         self._launcher = launcher
         self._reaper = reaper
         self._publish = publisher.publish
         self._artifact_lookup = artifact_lookup
+        self._entrypoint_lookup = entrypoint_lookup
         self._tasks: dict[str, Task] = {}
         self.shutdown_requested = asyncio.Event()
 
@@ -132,6 +136,7 @@ class TaskService:
                     rootfs,
                 )
                 mounted = True
+            spec = await self._restore_entrypoint(req.id, spec, rootfs)
             module = await self._find_module(req.id, spec, rootfs)
             plan = self._choose_engine(plan_from_spec(spec, rootfs, module), spec)
             _check_cwd(plan)
@@ -177,6 +182,35 @@ class TaskService:
         # Read per container, so an edit to the node config applies to the next one.
         choice = choose_engine(spec.annotations, {}, load_node_config(), config_path())
         return dataclasses.replace(plan, engine=choice.name, features=choice.feature_tuple)
+
+    async def _restore_entrypoint(self, id: str, spec: RuntimeSpec, rootfs: str) -> RuntimeSpec:
+        """``ctr run IMAGE ID a b`` drops the image's entrypoint; put a Wasm one back."""
+        if self._entrypoint_lookup is None:
+            return spec
+        try:
+            locate_module(rootfs, spec.process.args[0], spec.process.cwd)
+            return spec
+        except InvalidArgument:
+            pass
+        try:
+            entry = await self._entrypoint_lookup(id)
+        except ShimError as exc:
+            log.info("%s: no image entrypoint to restore: %s", id, exc.message)
+            return spec
+        if not entry or entry[0] == spec.process.args[0]:
+            return spec
+        try:
+            locate_module(rootfs, entry[0], spec.process.cwd)
+        except InvalidArgument:
+            return spec
+        log.info(
+            "%s: args %s do not start with a Wasm module; prepending the image's entrypoint %s",
+            id,
+            list(spec.process.args),
+            entry,
+        )
+        process = dataclasses.replace(spec.process, args=tuple(entry) + spec.process.args)
+        return dataclasses.replace(spec, process=process)
 
     async def _find_module(self, id: str, spec: RuntimeSpec, rootfs: str) -> str:
         if self._artifact_lookup is not None:
