@@ -102,6 +102,42 @@ def test_hello_args_and_env(containerd: Containerd) -> None:
     assert r.stdout == "hello from wasm\narg1\ntwo words\nGREETING=x\n", explain(r)
 
 
+def test_args_without_the_module_keep_the_images_entrypoint(containerd: Containerd) -> None:
+    # `ctr run IMAGE ID a b` replaces the image's entrypoint with `a b`; pywasm puts the
+    # image's Wasm entrypoint back in front when `a` is not a module of the image.
+    r = run(containerd, images.ref("hello"), new_id("entry"), "arg1", "arg2")
+    assert r.returncode == 0, explain(r)
+    assert r.stdout == "hello from wasm\narg1\narg2\n", explain(r)
+
+
+def test_terminal_output_and_exit_code(containerd: Containerd) -> None:
+    # ctr -t needs a terminal of its own: script(1) gives it one.
+    cmd = " ".join(
+        [
+            *containerd.ctr_argv("run"),
+            "--rm",
+            "-t",
+            "--runtime",
+            "io.containerd.pywasm.v1",
+            "--platform",
+            "wasi/wasm",
+            images.ref("exitcode"),
+            new_id("tty"),
+            images.module("exitcode"),
+            "5",
+        ]
+    )
+    r = subprocess.run(
+        ["script", "-qec", cmd, "/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env=containerd.env,
+    )
+    assert r.returncode == 5, explain(r)
+
+
 def test_hello_without_env(containerd: Containerd) -> None:
     r = run(containerd, images.ref("hello"), new_id("hello"))
     assert r.returncode == 0, explain(r)
