@@ -39,6 +39,11 @@ from pywasmd.oci.module import WASM_MAGIC, locate_module
 if TYPE_CHECKING:
     from pywasmd.oci.spec import RuntimeSpec
 
+# The shim server forks container workers after it may have talked gRPC to containerd.
+# gRPC's fork handlers restart its poller threads in the child, which then die on fds the
+# worker closed (SIGABRT); with them off, the child simply has no gRPC state to trip on.
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "0"
+
 log = logging.getLogger("pywasmd.artifact")
 
 IMAGE_LABEL = "io.pywasm.image"

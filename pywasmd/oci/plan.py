@@ -8,6 +8,7 @@ plans directly.  Worked example::
     process.env  ["A=1", "B=x=y"]         ->  env (("A", "1"), ("B", "x=y"))
     root.path "rootfs", readonly false    ->  Preopen("<bundle>/rootfs", "/", readonly=False)
     mounts [{bind /srv -> /data, ro}]     ->  Preopen("/srv", "/data", readonly=True)
+    mounts [{tmpfs -> /tmp, size=8m}]     ->  Preopen("<scratch>/m0", "/tmp"), HostSetup(tmpfs)
 """
 
 from __future__ import annotations
@@ -17,35 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pywasmd.errors import InvalidArgument
-from pywasmd.oci.spec import Mount, RuntimeSpec
-
-# Mounts every client adds by default; they mean nothing to a WASI guest, so they
-# are left out without a word.
-KERNEL_MOUNT_TYPES = frozenset(
-    {"proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2", "securityfs", "debugfs"}
-)
-KERNEL_DESTINATIONS = frozenset(
-    {
-        "/proc",
-        "/sys",
-        "/dev",
-        "/dev/pts",
-        "/dev/shm",
-        "/dev/mqueue",
-        "/sys/fs/cgroup",
-        "/etc/resolv.conf",
-        "/etc/hostname",
-        "/etc/hosts",
-        "/run/secrets",
-    }
-)
-
-
-@dataclass(frozen=True)
-class Preopen:
-    host: str
-    guest: str
-    readonly: bool = False
+from pywasmd.oci.grants import HostSetup, KindOf, Preopen, grant_mounts, host_kind
+from pywasmd.oci.spec import RuntimeSpec
 
 
 @dataclass(frozen=True)
@@ -63,6 +37,7 @@ class WasiPlan:
     features: tuple[str, ...] = ()
     timeout: float | None = None
     fuel: int | None = None
+    setups: tuple[HostSetup, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -79,6 +54,9 @@ class WasiPlan:
             "features": list(self.features),
             "timeout": self.timeout,
             "fuel": self.fuel,
+            "setups": [
+                [h.kind, h.target, h.source, h.name, h.size, h.readonly] for h in self.setups
+            ],
         }
 
     @classmethod
@@ -103,6 +81,10 @@ class WasiPlan:
             features=tuple(str(f) for f in seq("features")) if "features" in raw else (),
             timeout=float(str(raw["timeout"])) if raw.get("timeout") is not None else None,
             fuel=int(str(raw["fuel"])) if raw.get("fuel") is not None else None,
+            setups=tuple(
+                HostSetup(str(k), str(t), str(src), str(n), int(str(size)), bool(ro))
+                for k, t, src, n, size, ro in (seq("setups") if "setups" in raw else [])
+            ),
         )
 
 
@@ -137,31 +119,28 @@ def split_env(entries: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def is_kernel_mount(mount: Mount) -> bool:
-    return mount.type in KERNEL_MOUNT_TYPES or mount.destination in KERNEL_DESTINATIONS
+def plan_from_spec(
+    spec: RuntimeSpec,
+    rootfs: str,
+    module: str,
+    scratch: str = "",
+    kind_of: KindOf = host_kind,
+) -> WasiPlan:
+    """Translate ``spec`` for a guest whose root is ``rootfs`` and whose module is ``module``.
 
-
-def mount_preopens(mounts: tuple[Mount, ...]) -> tuple[Preopen, ...]:
-    """Bind mounts become preopens of their own; ``ro`` is enforced by WASI."""
-    grants: list[Preopen] = []
-    for mount in mounts:
-        if is_kernel_mount(mount):
-            continue
-        options = set(mount.options)
-        if mount.type in ("bind", "rbind", "none", "") and (
-            options & {"bind", "rbind"} or mount.type in ("bind", "rbind")
-        ):
-            guest = posixpath.normpath(mount.destination)
-            grants.append(Preopen(mount.source, guest, readonly="ro" in options))
-    return tuple(grants)
-
-
-def plan_from_spec(spec: RuntimeSpec, rootfs: str, module: str) -> WasiPlan:
-    """Translate ``spec`` for a guest whose root is ``rootfs`` and whose module is ``module``."""
+    ``scratch`` is a private directory of the container for the host side of tmpfs and
+    single-file mounts; ``kind_of`` tells directories from files on the host.
+    """
     cwd = posixpath.normpath(spec.process.cwd) if spec.process.cwd else "/"
     if not cwd.startswith("/"):
         raise InvalidArgument(f"process.cwd {spec.process.cwd!r} must be an absolute path")
-    preopens = (Preopen(rootfs, "/", readonly=spec.root.readonly),) + mount_preopens(spec.mounts)
+    grants, setups = grant_mounts(spec.mounts, scratch or rootfs + ".pywasm", kind_of)
+    root = (
+        ()
+        if any(g.guest == "/" for g in grants)
+        else (Preopen(rootfs, "/", readonly=spec.root.readonly),)
+    )
+    preopens = root + grants
     return WasiPlan(
         module=module,
         argv=spec.process.args,
@@ -174,6 +153,7 @@ def plan_from_spec(spec: RuntimeSpec, rootfs: str, module: str) -> WasiPlan:
         memory_limit=spec.memory_limit,
         timeout=_positive(spec.annotations, TIMEOUT_ANNOTATION, float, "30 (seconds)"),
         fuel=_int_or_none(_positive(spec.annotations, FUEL_ANNOTATION, int, "1000000000")),
+        setups=setups,
     )
 
 

@@ -231,6 +231,10 @@ def delete(args: ShimArgs) -> int:
     if pid > 0:
         _kill_worker(pid)
     _remove_cgroup(bundle)
+    if os.path.isdir(os.path.join(bundle, "pywasm-mounts")):
+        from pywasmd.shim.hostsetup import release
+
+        release(bundle)
     rootfs = os.path.join(bundle, "rootfs")
     if os.path.isdir(rootfs):
         from pywasmd.shim.mounts import unmount_all

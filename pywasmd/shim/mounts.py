@@ -118,3 +118,40 @@ def unmount_all(target: str) -> None:
         libc = _libc()
         if libc.umount2(target.encode(), 0) != 0:
             libc.umount2(target.encode(), MNT_DETACH)
+
+
+def mounts_under(prefix: str) -> list[str]:
+    """Mount points at or below ``prefix``, deepest first."""
+    real = os.path.realpath(prefix)
+    found = []
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            for line in f:
+                point = line.split()[4].replace("\\040", " ")
+                if point == real or point.startswith(real.rstrip("/") + "/"):
+                    found.append(point)
+    except OSError:
+        return []
+    return sorted(set(found), key=len, reverse=True)
+
+
+def unmount_under(prefix: str) -> None:
+    for _ in range(4):
+        points = mounts_under(prefix)
+        if not points:
+            return
+        libc = _libc()
+        for point in points:
+            if libc.umount2(point.encode(), 0) != 0:
+                libc.umount2(point.encode(), MNT_DETACH)
+
+
+def mount_tmpfs(target: str, size: int, readonly: bool) -> None:
+    flags = MS_NOSUID | MS_NODEV | (MS_RDONLY if readonly else 0)
+    _mount("tmpfs", target, "tmpfs", flags, f"size={size},mode=1777")
+
+
+def bind_file(source: str, target: str, readonly: bool) -> None:
+    _mount(source, target, "", MS_BIND, "")
+    if readonly:
+        _mount("", target, "", MS_BIND | MS_REMOUNT | MS_RDONLY, "")

@@ -48,6 +48,7 @@ _IMPLEMENTED = {
     "CloseIO": "close_io",
     "ResizePty": "resize_pty",
     "Wait": "wait",
+    "Stats": "stats",
     "Connect": "connect",
     "Shutdown": "shutdown",
 }

@@ -31,7 +31,7 @@ from pywasmd.oci.engine_choice import choose_engine
 from pywasmd.oci.module import locate_module
 from pywasmd.oci.plan import WasiPlan, host_path, plan_from_spec
 from pywasmd.oci.spec import RuntimeSpec, load_spec
-from pywasmd.shim import mounts
+from pywasmd.shim import hostsetup, mounts, stats
 from pywasmd.shim.cgroups import Cgroup
 from pywasmd.shim.console import TerminalIO
 from pywasmd.shim.launcher import Launcher, Worker
@@ -138,7 +138,9 @@ class TaskService:
                 mounted = True
             spec = await self._restore_entrypoint(req.id, spec, rootfs)
             module = await self._find_module(req.id, spec, rootfs)
-            plan = self._choose_engine(plan_from_spec(spec, rootfs, module), spec)
+            plan = plan_from_spec(spec, rootfs, module, hostsetup.scratch_dir(req.bundle))
+            plan = self._choose_engine(plan, spec)
+            hostsetup.prepare(plan.setups)
             _check_cwd(plan)
             worker = self._launcher.spawn(io.open())
             io.after_spawn()
@@ -151,6 +153,7 @@ class TaskService:
                 self._reaper.watch(worker.pid, lambda _status: None)
                 worker.close()
             io.close()
+            hostsetup.release(req.bundle)
             if mounted:
                 mounts.unmount_all(rootfs)
             raise
@@ -298,6 +301,7 @@ class TaskService:
             except TimeoutError:
                 log.warning("delete %s: worker %d did not die after SIGKILL", task.id, task.pid)
         task.io.close()
+        hostsetup.release(task.bundle)
         if task.mounted:
             mounts.unmount_all(task.rootfs)
         if task.cgroup is not None:
@@ -340,6 +344,12 @@ class TaskService:
         if task.status is Status.STOPPED:
             return pb.PidsResponse()
         return pb.PidsResponse(processes=[types.ProcessInfo(pid=task.pid)])
+
+    async def stats(self, req: pb.StatsRequest) -> pb.StatsResponse:
+        task = self._task(req.id)
+        if task.cgroup is None or task.status is Status.STOPPED:
+            raise NotFound(f"container {req.id!r}: no cgroup statistics (not running in one)")
+        return pb.StatsResponse(stats=stats.metrics(task.cgroup))
 
     async def connect(self, req: pb.ConnectRequest) -> pb.ConnectResponse:
         task = self._tasks.get(req.id)

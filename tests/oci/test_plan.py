@@ -1,6 +1,7 @@
 import pytest
 
 from pywasmd.errors import InvalidArgument
+from pywasmd.oci.grants import HostSetup
 from pywasmd.oci.plan import Preopen, WasiPlan, plan_from_spec
 from pywasmd.oci.spec import parse_spec
 
@@ -29,20 +30,106 @@ def test_readonly_root_is_a_readonly_preopen():
     assert plan.preopens[0] == Preopen("/r", "/", readonly=True)
 
 
-def test_bind_mounts_become_preopens_and_kernel_mounts_are_skipped():
+KINDS = {"/srv/data": "dir", "/srv/c": "dir", "/x/app.yaml": "file", "/dev/fuse": "other"}
+
+
+def kind_of(path: str) -> str:
+    return KINDS.get(path, "missing")
+
+
+def plan_with(mounts: list[dict[str, object]]) -> WasiPlan:
     raw = spec()
-    raw["mounts"] = [
-        {"destination": "/proc", "type": "proc", "source": "proc"},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
-        {"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind", "ro"]},
-        {"destination": "/etc/hosts", "type": "bind", "source": "/x/hosts", "options": ["rbind"]},
-        {"destination": "/cache/", "source": "/srv/c", "options": ["bind", "rw"]},
-    ]
-    plan = plan_from_spec(parse_spec(raw), "/r", "/r/app.wasm")
-    assert plan.preopens[1:] == (
-        Preopen("/srv/data", "/data", readonly=True),
-        Preopen("/srv/c", "/cache", readonly=False),
+    raw["mounts"] = mounts
+    return plan_from_spec(parse_spec(raw), "/r", "/r/app.wasm", "/b/scratch", kind_of)
+
+
+@pytest.mark.parametrize(
+    ("mount", "grant", "setup"),
+    [
+        ({"destination": "/proc", "type": "proc", "source": "proc"}, None, None),
+        ({"destination": "/dev/shm", "type": "tmpfs", "source": "shm"}, None, None),
+        (
+            {
+                "destination": "/etc/hosts",
+                "type": "bind",
+                "source": "/x/hosts",
+                "options": ["rbind"],
+            },
+            None,
+            None,
+        ),
+        (
+            {
+                "destination": "/data",
+                "type": "bind",
+                "source": "/srv/data",
+                "options": ["rbind", "ro"],
+            },
+            Preopen("/srv/data", "/data", readonly=True),
+            None,
+        ),
+        (
+            {"destination": "/cache/", "source": "/srv/c", "options": ["bind", "rw"]},
+            Preopen("/srv/c", "/cache", readonly=False),
+            None,
+        ),
+        (
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["size=8m"]},
+            Preopen("/b/scratch/m0", "/tmp"),
+            HostSetup("tmpfs", "/b/scratch/m0", size=8 << 20),
+        ),
+        (
+            {
+                "destination": "/app/app.yaml",
+                "type": "bind",
+                "source": "/x/app.yaml",
+                "options": ["rbind", "ro"],
+            },
+            Preopen("/b/scratch/m0", "/app", readonly=True),
+            HostSetup(
+                "file", "/b/scratch/m0", source="/x/app.yaml", name="app.yaml", readonly=True
+            ),
+        ),
+    ],
+)
+def test_each_mount_kind(mount, grant, setup):
+    plan = plan_with([mount])
+    assert plan.preopens[1:] == ((grant,) if grant else ())
+    assert plan.setups == ((setup,) if setup else ())
+
+
+@pytest.mark.parametrize(
+    ("mount", "needle"),
+    [
+        (
+            {"destination": "/d", "type": "bind", "source": "/nope", "options": ["rbind"]},
+            "does not exist",
+        ),
+        (
+            {"destination": "/d", "type": "bind", "source": "/dev/fuse", "options": ["rbind"]},
+            "device, socket or pipe",
+        ),
+        ({"destination": "/d", "type": "nfs", "source": "srv:/x"}, "no WASI meaning"),
+        (
+            {"destination": "/t", "type": "tmpfs", "source": "t", "options": ["size=lots"]},
+            "not a size",
+        ),
+        (
+            {"destination": "rel", "type": "bind", "source": "/srv/c", "options": ["rbind"]},
+            "absolute",
+        ),
+    ],
+)
+def test_mounts_that_cannot_be_granted_are_refused_by_name(mount, needle):
+    with pytest.raises(InvalidArgument, match=needle):
+        plan_with([mount])
+
+
+def test_a_mount_at_root_replaces_the_rootfs_grant():
+    plan = plan_with(
+        [{"destination": "/", "type": "bind", "source": "/srv/c", "options": ["rbind"]}]
     )
+    assert plan.preopens == (Preopen("/srv/c", "/"),)
 
 
 def test_plan_json_round_trip():
