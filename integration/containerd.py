@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -171,6 +171,10 @@ class Containerd:
         self.root.mkdir(parents=True)
         self.state.mkdir(parents=True)
         self.config.write_text(self._config_text())
+        return self._launch(timeout)
+
+    def _launch(self, timeout: float) -> Containerd:
+        """Run containerd on the existing config, root and state; wait until it answers."""
         t0 = time.monotonic()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
@@ -201,6 +205,29 @@ class Containerd:
         tail = self.log_tail(40)
         self.stop()
         raise ContainerdError(f"{why}\n--- {self.log} (tail) ---\n{tail}")
+
+    def restart(
+        self,
+        sig: int = signal.SIGTERM,
+        during: Callable[[], None] | None = None,
+        timeout: float = 30.0,
+    ) -> float:
+        """Stop containerd by its pid with `sig` (its shims live on), call `during` while it is
+        down, start it again on the same config, root and state; returns the seconds it was
+        unreachable."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise ContainerdError(f"containerd {self.version} is not running")
+        t0 = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        if during is not None:
+            during()
+        self._launch(timeout)
+        return time.monotonic() - t0
 
     # --- use ------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from integration.containerd import Containerd, ContainerdError, mounts_under
+from pywasmd import nodesetup
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKER_PREFIX = REPO / ".cache" / "docker-28"
@@ -76,6 +77,8 @@ class Dockerd:
             "hosts": [self.host],
             "containerd": self.ctrd.address,
             "log-level": "debug",
+            # What `pywasm config docker` installs: `--runtime pywasm` as a short name.
+            "runtimes": nodesetup.docker_config()["runtimes"],
         }
 
     def start(self, timeout: float = 60.0) -> Dockerd:
@@ -131,17 +134,24 @@ class Dockerd:
         timeout: float = 60,
         check: bool = False,
     ) -> subprocess.CompletedProcess[str]:
-        """Run the docker client against this daemon. stdin is empty unless `input` is given."""
+        """Run the docker client against this daemon. stdin is empty unless `input` is given.
+
+        Output is decoded without newline translation, so a terminal's CRLF stays visible."""
         argv = self.argv(*args)
-        r = subprocess.run(
+        raw = subprocess.run(
             argv,
-            input=input,
+            input=None if input is None else input.encode(),
             stdin=subprocess.DEVNULL if input is None else None,
             capture_output=True,
-            text=True,
             timeout=timeout,
             env=self.env,
             check=False,
+        )
+        r = subprocess.CompletedProcess(
+            argv,
+            raw.returncode,
+            raw.stdout.decode(errors="replace"),
+            raw.stderr.decode(errors="replace"),
         )
         if check and r.returncode != 0:
             raise DockerError(
@@ -155,7 +165,8 @@ class Dockerd:
     def inspect(self, name: str) -> dict[str, Any]:
         r = self.docker("inspect", "--type", "container", name, check=True)
         found = json.loads(r.stdout)
-        assert isinstance(found, list) and len(found) == 1, r.stdout
+        assert isinstance(found, list), r.stdout
+        assert len(found) == 1, r.stdout
         item = found[0]
         assert isinstance(item, dict)
         return item

@@ -351,6 +351,18 @@ def _import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _config_arguments(p: argparse.ArgumentParser) -> None:
+    from pywasmd.nodesetup import add_arguments
+
+    add_arguments(p)
+
+
+def _config(args: argparse.Namespace) -> int:
+    from pywasmd.nodesetup import run
+
+    return run(args)
+
+
 COMMANDS: tuple[Command, ...] = (
     Command(
         "build",
@@ -393,6 +405,17 @@ COMMANDS: tuple[Command, ...] = (
         " would otherwise filter out.",
         _import_arguments,
         _import,
+    ),
+    Command(
+        "config",
+        "print or install node configuration for containerd (CRI), Docker or Kubernetes",
+        "Print (or with --install merge into PATH) the node configuration pywasm needs: the CRI"
+        " runtime entry of containerd's config.toml (handler pywasm; --version 1 for containerd"
+        " 1.6/1.7, 2 for 2.x, default: the containerd on PATH), Docker's daemon.json runtime"
+        " entry (`docker run --runtime pywasm`; `--runtime io.containerd.pywasm.v1` works"
+        " without it), or a Kubernetes RuntimeClass manifest (handler pywasm).",
+        _config_arguments,
+        _config,
     ),
 )
 

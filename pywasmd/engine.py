@@ -10,6 +10,7 @@ Nothing outside ``pywasmd/engines/`` imports an engine library.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Protocol
 
 from pywasmd.errors import InvalidArgument, Unavailable
@@ -44,8 +45,12 @@ class Engine(Protocol):
     def load(self, plan: WasiPlan) -> object:
         """Compile the module; raise ``InvalidArgument`` naming the field when it cannot run."""
 
-    def run(self, loaded: object, plan: WasiPlan) -> int:
-        """Run the guest with the container's stdio on fds 0-2; return its exit status."""
+    def run(self, loaded: object, plan: WasiPlan, ready: Callable[[], None] | None = None) -> int:
+        """Run the guest with the container's stdio on fds 0-2; return its exit status.
+
+        ``ready`` is called once the guest's grants are open and before guest code runs:
+        the worker drops to the container's user there, as runc does after its mounts.
+        """
 
     def precompile(self, plan: WasiPlan) -> bytes:
         """Compile the module to bytes that ``load_precompiled`` accepts on this node."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 
@@ -135,7 +136,7 @@ class WasmerEngine:
         cap = "none" if plan.memory_limit is None else str(plan.memory_limit // 65536)
         return f"wasmer {version('wasmer')} cranelift memory-pages={cap}"
 
-    def run(self, loaded: object, plan: WasiPlan) -> int:
+    def run(self, loaded: object, plan: WasiPlan, ready: Callable[[], None] | None = None) -> int:
         assert isinstance(loaded, _Loaded)
         builder = wasmer_wasi.StateBuilder(plan.argv[0] if plan.argv else "")
         builder.arguments(list(plan.argv[1:]))
@@ -149,6 +150,8 @@ class WasmerEngine:
             imports = env.generate_import_object(
                 loaded.store, wasi_version or wasmer_wasi.Version.SNAPSHOT1
             )
+            if ready is not None:
+                ready()
             instance = wasmer.Instance(loaded.module, imports)
             instance.exports._start()
         except RuntimeError as exc:

@@ -7,6 +7,7 @@ Runs WASI preview 1 command modules (``_start``) and WASI preview 2 command comp
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 
@@ -171,7 +172,7 @@ class WasmtimeEngine:
         features = ",".join(sorted(_enabled(plan.features)))
         return f"wasmtime {version('wasmtime')} features={features} fuel={plan.fuel is not None}"
 
-    def run(self, loaded: object, plan: WasiPlan) -> int:
+    def run(self, loaded: object, plan: WasiPlan, ready: Callable[[], None] | None = None) -> int:
         assert isinstance(loaded, _Loaded)
         store = wasmtime.Store(loaded.engine)
         if plan.memory_limit is not None:
@@ -179,6 +180,8 @@ class WasmtimeEngine:
         if plan.fuel is not None:
             store.set_fuel(plan.fuel)
         store.set_wasi(_wasi(plan))
+        if ready is not None:
+            ready()
         memories: list[wasmtime.Memory] = []
         try:
             if isinstance(loaded.code, wc.Component):

@@ -138,22 +138,32 @@ def main(log_fd: int | None = None) -> None:
     os.write(CONTROL_FD, b"ok\n")
     if _read_line(CONTROL_FD) != b"go":
         os._exit(0)
-    try:
-        _become(plan.uid, plan.gid, plan.additional_gids)
-    except OSError as exc:
-        print(f"pywasm: cannot run as uid {plan.uid} gid {plan.gid}: {exc}", file=sys.stderr)
-        os._exit(126)
+
+    def ready() -> None:
+        try:
+            _become(plan.uid, plan.gid, plan.additional_gids)
+        except OSError as exc:
+            print(
+                f"pywasm: cannot run as uid {plan.uid} gid {plan.gid}: {exc}",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(126)
+
     # The control socket stays open while the guest runs (WASI gives it no way to reach
     # it): the shim learns through it why the guest ended.
     if plan.timeout is not None:
         # SIGALRM keeps its default action: the process ends with 128+14 at the deadline.
         signal.setitimer(signal.ITIMER_REAL, plan.timeout)
     try:
-        status = engine.run(loaded, plan)
+        status = engine.run(loaded, plan, ready)
     except GuestOutOfMemory as exc:
         print(f"pywasm: out of memory: {exc}", file=sys.stderr, flush=True)
         _tell(b"oom\n")
         os._exit(OOM_EXIT_STATUS)
+    except Exception as exc:  # noqa: BLE001 - the container's stderr is where it must show
+        print(f"pywasm: the {plan.engine} engine failed: {exc}", file=sys.stderr, flush=True)
+        os._exit(126)
     os._exit(status & 0xFF)
 
 

@@ -104,11 +104,11 @@ def spawn_zygote() -> None:
         os.closerange(3, 65536)
         # A clean environment: servers get theirs from each request, and the zygote must not
         # look like it belongs to the containerd that happened to start it.
-        os.execve(
-            sys.executable,
-            [sys.executable, "-I", "-m", "pywasmd.shim.zygote"],
-            {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-        )
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+        if os.environ.get("PYWASM_ZYGOTE_SOCKET"):
+            # The zygote must listen where ``start`` will look for it.
+            env["PYWASM_ZYGOTE_SOCKET"] = os.environ["PYWASM_ZYGOTE_SOCKET"]
+        os.execve(sys.executable, [sys.executable, "-I", "-m", "pywasmd.shim.zygote"], env)
     finally:
         os._exit(127)
 
