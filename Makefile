@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PKG := pywasmd
 
-.PHONY: help install demo test unit integration check fix proto check-proto bench containerd21 clean
+.PHONY: help install demo test unit engines310 integration check fix proto check-proto bench containerd21 clean
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -18,10 +18,13 @@ containerd21: ## unpack containerd 2.1 (Debian sid) into .cache/containerd-2.1
 demo: ## run a Wasm container through a real containerd (starts a private one if none runs)
 	scripts/demo.sh
 
-test: unit integration ## every test: unit, then integration against real containerd 1.6 and 2.1
+test: unit engines310 integration ## every test: unit, engines on Python 3.10, integration (containerd 1.6 and 2.1)
 
 unit: ## fast tests, no containerd
 	$(PY) -m pytest -q tests
+
+engines310: ## the engine conformance suite under Python 3.10, wasmtime and wasmer
+	scripts/test-engines310.sh
 
 integration: ## real containerd 1.6.20 and 2.1.9, real runc, real ctr
 	$(PY) -m pytest -q -p no:cacheprovider integration

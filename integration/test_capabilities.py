@@ -173,3 +173,28 @@ def test_timeout_and_fuel_annotations(containerd: Containerd) -> None:
         extra=["--annotation", "pywasm.io/fuel=lots"],
     )
     assert r.returncode != 0 and "pywasm.io/fuel='lots'" in r.stderr, explain(r)
+
+
+@pytest.mark.parametrize("engine", ["wasmtime", "wasmer"])
+def test_each_engine_runs_a_container(containerd: Containerd, engine: str) -> None:
+    # wasmer workers run under the Python 3.10 venv named by the node config (conftest).
+    r = run(
+        containerd,
+        images.ref("hello"),
+        new_id(engine),
+        images.module("hello"),
+        "x",
+        extra=["--annotation", f"pywasm.io/engine={engine}", "--env", "GREETING=hi"],
+    )
+    assert (r.returncode, r.stdout) == (0, "hello from wasm\nx\nGREETING=hi\n"), explain(r)
+
+
+def test_unknown_engine_is_refused_with_the_list(containerd: Containerd) -> None:
+    r = run(
+        containerd,
+        images.ref("hello"),
+        new_id("eng"),
+        images.module("hello"),
+        extra=["--annotation", "pywasm.io/engine=v8"],
+    )
+    assert r.returncode != 0 and "known engines: wasmer, wasmtime" in r.stderr, explain(r)

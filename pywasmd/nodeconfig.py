@@ -34,3 +34,21 @@ def load_node_config(path: str | None = None) -> Mapping[str, object]:
     if not isinstance(raw, dict):
         raise InvalidArgument(f"{path}: the pywasm node config must be a YAML mapping of keys")
     return raw
+
+
+def engine_interpreters(config: Mapping[str, object]) -> dict[str, str]:
+    """``engine_python``: engine name -> the Python that runs its workers."""
+    raw = config.get("engine_python") or {}
+    if not isinstance(raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+    ):
+        raise InvalidArgument(
+            f"{config_path()}: engine_python must map engine names to interpreter paths, "
+            "e.g. {wasmer: /opt/pywasm/venv310/bin/python}"
+        )
+    for name, path in raw.items():
+        if not os.access(path, os.X_OK):
+            raise InvalidArgument(
+                f"{config_path()}: engine_python.{name} {path!r} is not an executable"
+            )
+    return dict(raw)

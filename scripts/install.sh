@@ -71,7 +71,10 @@ for bin in pywasm; do
     fi
 done
 
-# 4. containerd 2.1 (unpacked from Debian sid into .cache/containerd-2.1).
+# 4. A Python 3.10 venv for the wasmer engine (wasmer-python has wheels for CPython <= 3.10 only).
+"$ROOT/scripts/venv310.sh"
+
+# 5. containerd 2.1 (unpacked from Debian sid into .cache/containerd-2.1).
 "$ROOT/scripts/fetch-containerd21.sh"
 "$ROOT/scripts/fetch-docker.sh"
 log "done"

@@ -1,6 +1,6 @@
 /* CPU-bound benchmark guest: hashing and integer work, the same source built to Wasm and native.
  *
- *   cpuhash [ROUNDS]     (default 400)
+ *   cpuhash [ROUNDS]     (default 120)
  *
  * Each round runs SHA-256 over a 1 MiB buffer (32-bit rotates and adds, sequential memory) and
  * 256 Ki probes into a 4 MiB table (64-bit multiply/xorshift, random memory access), then feeds
@@ -96,7 +96,7 @@ static double now(void) {
 }
 
 int main(int argc, char **argv) {
-    long rounds = argc > 1 ? atol(argv[1]) : 400;
+    long rounds = argc > 1 ? atol(argv[1]) : 120;
     uint8_t *buf = malloc(BUF_BYTES);
     uint64_t *table = malloc(TABLE_WORDS * sizeof *table);
     if (buf == NULL || table == NULL) {

@@ -46,7 +46,7 @@ class Worker(Protocol):
 
 
 class Launcher(Protocol):
-    def spawn(self, stdio: ChildStdio) -> Worker: ...
+    def spawn(self, stdio: ChildStdio, engine: str = "wasmtime") -> Worker: ...
 
 
 class _ProcessWorker:
@@ -97,7 +97,7 @@ class ForkLauncher:
     to the server's event loop: it runs :func:`pywasmd.shim.worker.main` and exits.
     """
 
-    def spawn(self, stdio: ChildStdio) -> Worker:
+    def spawn(self, stdio: ChildStdio, engine: str = "wasmtime") -> Worker:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             pid = os.fork()
@@ -143,7 +143,7 @@ class ProcessLauncher:
     def __init__(self, python: str = sys.executable) -> None:
         self._python = python
 
-    def spawn(self, stdio: ChildStdio) -> Worker:
+    def spawn(self, stdio: ChildStdio, engine: str = "wasmtime") -> Worker:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             pid = os.posix_spawn(
@@ -165,3 +165,19 @@ class ProcessLauncher:
             theirs.close()
         ours.setblocking(False)
         return _ProcessWorker(pid, ours)
+
+
+class EngineLaunchers:
+    """Forked workers by default; a fresh interpreter for engines that need another Python.
+
+    wasmer-python runs only on CPython <= 3.10, so the node config may name an interpreter
+    for it (``engine_python: {wasmer: /opt/pywasm/venv310/bin/python}``).
+    """
+
+    def __init__(self, default: Launcher, interpreters: dict[str, str]) -> None:
+        self._default = default
+        self._others = {name: ProcessLauncher(path) for name, path in interpreters.items()}
+
+    def spawn(self, stdio: ChildStdio, engine: str = "wasmtime") -> Worker:
+        launcher = self._others.get(engine, self._default)
+        return launcher.spawn(stdio, engine)

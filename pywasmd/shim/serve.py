@@ -13,6 +13,10 @@ import time
 
 from pywasmd.shim.cli import ShimArgs
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pywasmd.shim.launcher import Launcher
+
 log = logging.getLogger("pywasmd.shim")
 
 #: Time given to queued events once the shim has nothing left to serve.
@@ -69,9 +73,21 @@ def serve(listener: socket.socket, args: ShimArgs, socket_path: str) -> None:
             os.unlink(socket_path)
 
 
+def _launchers() -> Launcher:
+    from pywasmd.errors import ShimError
+    from pywasmd.nodeconfig import engine_interpreters, load_node_config
+    from pywasmd.shim.launcher import EngineLaunchers, ForkLauncher
+
+    try:
+        interpreters = engine_interpreters(load_node_config())
+    except ShimError as exc:
+        log.error("%s; every engine runs in this shim's Python", exc.message)
+        interpreters = {}
+    return EngineLaunchers(ForkLauncher(), interpreters)
+
+
 async def _serve(listener: socket.socket, args: ShimArgs) -> None:
     from pywasmd.shim.events import TtrpcEventPublisher
-    from pywasmd.shim.launcher import ForkLauncher
     from pywasmd.shim.reaper import Reaper, become_subreaper
     from pywasmd.shim.server import task_services
     from pywasmd.shim.service import TaskService
@@ -86,7 +102,7 @@ async def _serve(listener: socket.socket, args: ShimArgs) -> None:
     from pywasmd.oci.artifact import ContainerdArtifacts
 
     artifacts = ContainerdArtifacts(args.address, args.namespace)
-    service = TaskService(ForkLauncher(), reaper, publisher, artifacts.lookup, artifacts.entrypoint)
+    service = TaskService(_launchers(), reaper, publisher, artifacts.lookup, artifacts.entrypoint)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.shutdown_requested.set)
     server = Server(task_services(service))

@@ -142,7 +142,7 @@ class TaskService:
             plan = self._choose_engine(plan, spec)
             hostsetup.prepare(plan.setups)
             _check_cwd(plan)
-            worker = self._launcher.spawn(io.open())
+            worker = self._launcher.spawn(io.open(), plan.engine)
             io.after_spawn()
             _write_pid(req.bundle, worker.pid)
             await worker.prepare(plan)
