@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from integration import images
+from integration.containerd import Containerd, ContainerdError, new_id, run
 
 REPO = Path(__file__).resolve().parent.parent
 VENV310_PYTHON = REPO / ".venv310" / "bin" / "python"
@@ -31,7 +32,7 @@ NODE_CONFIG = REPO / ".cache" / "pywasm-node-config.yaml"
 NODE_CONFIG.parent.mkdir(parents=True, exist_ok=True)
 NODE_CONFIG.write_text(f"engine_python:\n  wasmer: {VENV310_PYTHON}\n")
 os.environ["PYWASM_CONFIG"] = str(NODE_CONFIG)
-from integration.containerd import Containerd, ContainerdError, new_id, run
+
 
 __all__ = ["new_id", "run"]
 

@@ -543,7 +543,10 @@ def test_restart_on_failure(dockerd: Dockerd) -> None:
                 item = dockerd.inspect(cname)
             assert item["RestartCount"] == 2, item["State"]
             assert (item["State"]["Status"], item["State"]["ExitCode"]) == ("exited", 3)
-            dies = [e for e in events(dockerd, cname, since) if e.startswith(("start", "die"))]
+            dies: list[str] = []
+            while time.monotonic() < deadline + 10 and dies.count("die 3") < 3:
+                time.sleep(0.2)
+                dies = [e for e in events(dockerd, cname, since) if e.startswith(("start", "die"))]
             assert dies == ["start", "die 3"] * 3, (runtime, dies)
         finally:
             dockerd.docker("rm", "-f", cname)
