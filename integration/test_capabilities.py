@@ -6,6 +6,7 @@ Every test is followed by the leak check of conftest.no_leaks.
 from __future__ import annotations
 
 import os
+import time
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -204,3 +205,38 @@ def test_unknown_engine_is_refused_with_the_list(containerd: Containerd) -> None
     )
     assert r.returncode != 0, explain(r)
     assert "known engines: wasmer, wasmtime" in r.stderr, explain(r)
+
+
+def test_pause_and_resume(containerd: Containerd) -> None:
+    cid = new_id("pause")
+    r = containerd.ctr(
+        "run",
+        "-d",
+        "--runtime",
+        "io.containerd.pywasm.v1",
+        "--platform",
+        "wasi/wasm",
+        images.ref("loop"),
+        cid,
+        images.module("loop"),
+    )
+    assert r.returncode == 0, explain(r)
+    try:
+        assert containerd.ctr("tasks", "pause", cid).returncode == 0
+        assert f"{cid}" in containerd.ctr("tasks", "ls").stdout
+        assert "PAUSED" in _task_line(containerd, cid)
+        assert containerd.ctr("tasks", "resume", cid).returncode == 0
+        assert "RUNNING" in _task_line(containerd, cid)
+    finally:
+        containerd.ctr("tasks", "kill", "-s", "SIGKILL", cid)
+        for _ in range(50):
+            if "STOPPED" in _task_line(containerd, cid):
+                break
+            time.sleep(0.1)
+        containerd.ctr("tasks", "rm", cid)
+        containerd.ctr("containers", "rm", cid)
+
+
+def _task_line(containerd: Containerd, cid: str) -> str:
+    lines = containerd.ctr("tasks", "ls").stdout.splitlines()
+    return next((line for line in lines if line.split()[:1] == [cid]), "")

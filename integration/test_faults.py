@@ -179,7 +179,9 @@ def test_events_queued_while_containerd_is_down(containerd: Containerd) -> None:
 
 
 def _shim_lines(log: str) -> str:
-    return "\n".join(line for line in log.splitlines() if "pywasm" in line)[-4000:]
+    return "\n".join(
+        line for line in log.splitlines() if "runtime=io.containerd.pywasm.v1" in line
+    )[-6000:]
 
 
 # --- 2. the shim server SIGKILLed -------------------------------------------------------------

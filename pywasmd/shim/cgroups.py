@@ -104,6 +104,19 @@ class Cgroup:
         for d in self.dirs():
             _write(os.path.join(d, "cgroup.procs"), str(pid))
 
+    def freeze(self, frozen: bool) -> bool:
+        """Freeze or thaw every process of the cgroup; False when there is no freezer."""
+        if self.v2:
+            target = os.path.join(self._dir(""), "cgroup.freeze")
+            value = "1" if frozen else "0"
+        else:
+            target = os.path.join(self._dir("freezer"), "freezer.state")
+            value = "FROZEN" if frozen else "THAWED"
+        if not os.path.exists(target):
+            return False
+        _write(target, value)
+        return True
+
     def oom_killed(self) -> bool:
         if self.v2:
             events = _read(os.path.join(self._dir(""), "memory.events"))

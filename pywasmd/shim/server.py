@@ -47,6 +47,8 @@ _IMPLEMENTED = {
     "Kill": "kill",
     "CloseIO": "close_io",
     "ResizePty": "resize_pty",
+    "Pause": "pause",
+    "Resume": "resume",
     "Wait": "wait",
     "Stats": "stats",
     "Connect": "connect",

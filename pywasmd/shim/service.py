@@ -362,6 +362,29 @@ class TaskService:
             task.io.close_stdin()
         return empty_pb2.Empty()
 
+    async def pause(self, req: pb.PauseRequest) -> empty_pb2.Empty:
+        task = self._task(req.id)
+        task.status = next_state(task.status, Op.PAUSE, req.id)
+        self._freeze(task, True)
+        self._publish("/tasks/paused", ev.TaskPaused(container_id=task.id))
+        return empty_pb2.Empty()
+
+    async def resume(self, req: pb.ResumeRequest) -> empty_pb2.Empty:
+        task = self._task(req.id)
+        task.status = next_state(task.status, Op.RESUME, req.id)
+        self._freeze(task, False)
+        self._publish("/tasks/resumed", ev.TaskResumed(container_id=task.id))
+        return empty_pb2.Empty()
+
+    def _freeze(self, task: Task, frozen: bool) -> None:
+        # The cgroup freezer when the container has one, else job control on the worker.
+        try:
+            if task.cgroup is not None and task.cgroup.freeze(frozen):
+                return
+        except OSError as exc:
+            log.warning("%s: cgroup freezer failed (%s); stopping the process", task.id, exc)
+        _kill_quietly(task.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+
     async def resize_pty(self, req: pb.ResizePtyRequest) -> empty_pb2.Empty:
         task = self._task(req.id, req.exec_id)
         if isinstance(task.io, TerminalIO):

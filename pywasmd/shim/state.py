@@ -24,6 +24,8 @@ class Op(enum.Enum):
     KILL = "kill"
     DELETE = "delete"
     CLOSE_IO = "close-io"
+    PAUSE = "pause"
+    RESUME = "resume"
 
 
 # (state, op) -> state after op.  Anything missing is refused.
@@ -41,6 +43,8 @@ TRANSITIONS: dict[tuple[Status, Op], Status] = {
     (Status.RUNNING, Op.CLOSE_IO): Status.RUNNING,
     (Status.PAUSED, Op.CLOSE_IO): Status.PAUSED,
     (Status.STOPPED, Op.CLOSE_IO): Status.STOPPED,
+    (Status.RUNNING, Op.PAUSE): Status.PAUSED,
+    (Status.PAUSED, Op.RESUME): Status.RUNNING,
 }
 
 
