@@ -6,8 +6,8 @@ Every test is followed by the leak check of conftest.no_leaks.
 from __future__ import annotations
 
 import os
-import time
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
