@@ -219,6 +219,34 @@ def _remove_cgroup(bundle: str) -> None:
             pass
 
 
+def _remove_stale_socket(bundle: str) -> None:
+    """The socket of a server that died (SIGKILL) stays behind: remove it if nobody listens.
+
+    A live server (another container of the group) answers the probe and keeps its socket.
+    """
+    try:
+        with open(os.path.join(bundle, "address"), encoding="ascii") as f:
+            path = f.read().strip().removeprefix("unix://")
+    except OSError:
+        return
+    if os.path.dirname(path) != SOCKET_ROOT:
+        return
+    import _socket  # the C module: ``socket`` (and its enums) costs ``delete`` more
+
+    probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    except OSError:
+        pass
+    finally:
+        probe.close()
+
+
 def delete(args: ShimArgs) -> int:
     """Clean up one container when the shim can no longer be asked to; idempotent."""
     bundle = args.bundle or os.getcwd()
@@ -240,6 +268,7 @@ def delete(args: ShimArgs) -> int:
         from pywasmd.shim.mounts import unmount_all
 
         unmount_all(rootfs)
+    _remove_stale_socket(bundle)
     sys.stdout.buffer.write(encode_delete_response(pid, 128 + SIGKILL, time.time_ns()))
     sys.stdout.flush()
     return 0

@@ -133,8 +133,23 @@ def _become_worker(stdio: ChildStdio, control: int) -> NoReturn:
 
         main(log_fd=log_fd)
         status = 0
+    except BaseException as exc:  # noqa: BLE001 - the child must never return to the server
+        _report_crash(exc)
     finally:
         os._exit(status)
+
+
+def _report_crash(exc: BaseException) -> None:
+    """An unexpected failure in a worker: one line for the container, the traceback for the log."""
+    import traceback
+
+    try:
+        os.write(
+            2, f"pywasm: internal error starting the guest: {exc!r} (see the shim log)\n".encode()
+        )
+        os.write(10, "".join(traceback.format_exception(exc)).encode())
+    except OSError:
+        pass
 
 
 class ProcessLauncher:

@@ -54,10 +54,11 @@ def _load(engine: Engine, plan: WasiPlan) -> object:
         try:
             with open(path, "rb") as f:
                 return engine.load_precompiled(f.read(), plan)
-        except ShimError:
-            raise
         except Exception as exc:  # noqa: BLE001 - a bad entry is dropped, never fatal
-            logging.getLogger("pywasmd.cache").warning("dropping cache entry %s: %s", key, exc)
+            # Engines report an entry they cannot use as InvalidArgument too ("does not fit
+            # this engine"): drop it and compile; a fault of the module itself shows again there.
+            reason = exc.message if isinstance(exc, ShimError) else str(exc)
+            logging.getLogger("pywasmd.cache").warning("dropping cache entry %s: %s", key, reason)
             cache.discard(key)
     data = engine.precompile(plan)
     cache.store(key, data)
