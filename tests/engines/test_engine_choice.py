@@ -81,8 +81,10 @@ def test_unknown_engine_name_lists_the_known_ones():
         get_engine("wamr")
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="wasmer imports on Python <= 3.10")
-def test_wasmer_on_new_python_says_what_to_install():
+def test_wasmer_imports_on_old_python_and_says_what_to_install_on_new():
+    if sys.version_info < (3, 11):
+        assert get_engine("wasmer").name == "wasmer"
+        return
     with pytest.raises(
         Unavailable, match=r"needs Python <= 3.10 and `pip install 'pywasmd\[wasmer\]'`"
     ):
