@@ -46,11 +46,23 @@ def _read(path: str) -> str:
         return ""
 
 
+def _in_use(directory: str) -> bool:
+    """An existing cgroup with member processes or child cgroups."""
+    try:
+        with os.scandir(directory) as entries:
+            if any(e.is_dir(follow_symlinks=False) for e in entries):
+                return True
+    except OSError:
+        return False
+    return bool(_read(os.path.join(directory, "cgroup.procs")).strip())
+
+
 class Cgroup:
     def __init__(self, path: str, root: str = ROOT) -> None:
         self.path = normalize(path)
         self.root = root
         self.v2 = is_v2(root)
+        self.shared = False
 
     def dirs(self) -> list[str]:
         rel = self.path.lstrip("/")
@@ -67,6 +79,14 @@ class Cgroup:
         return os.path.join(self.root, rel) if self.v2 else os.path.join(self.root, controller, rel)
 
     def create(self, res: Resources) -> None:
+        if any(_in_use(d) for d in self.dirs()):
+            # A cgroup others live in (a parent such as /default, or another container's) is
+            # joined as it is: its limits are not ours to change, nor is it ours to remove.
+            self.shared = True
+            log.warning(
+                "cgroup %s is in use by others: joining it without changing its limits", self.path
+            )
+            return
         for d in self.dirs():
             os.makedirs(d, exist_ok=True)
         if self.v2:
@@ -129,6 +149,8 @@ class Cgroup:
         return False
 
     def destroy(self) -> None:
+        if self.shared:
+            return
         for d in self.dirs():
             try:
                 os.rmdir(d)
