@@ -307,7 +307,10 @@ class Containerd:
             if stat is None or stat[0] in ("Z", "X"):  # gone, or a zombie nobody reaped yet
                 continue
             children.setdefault(stat[1], []).append(pid)
-            if any(self.address in a for a in _cmdline(pid)[1:]) or needle in _environ(pid):
+            argv = _cmdline(pid)
+            # A shim server renamed by setproctitle has one argv entry: its whole title.
+            titled = bool(argv) and f"-address {self.address}" in argv[0]
+            if titled or any(self.address in a for a in argv[1:]) or needle in _environ(pid):
                 roots.add(pid)
         found, todo = set(), list(roots)
         while todo:

@@ -68,9 +68,9 @@ def hostile_modules() -> dict[str, bytes]:
     hello = guests.build("hello").read_bytes()
     return {
         "truncated": hello[: len(hello) // 2],
-        "unknown-import": wasmtime.wat2wasm(UNKNOWN_IMPORT_WAT),
-        "start-traps": wasmtime.wat2wasm(START_TRAPS_WAT),
-        "no-start": wasmtime.wat2wasm(NO_START_WAT),
+        "unknown-import": bytes(wasmtime.wat2wasm(UNKNOWN_IMPORT_WAT)),
+        "start-traps": bytes(wasmtime.wat2wasm(START_TRAPS_WAT)),
+        "no-start": bytes(wasmtime.wat2wasm(NO_START_WAT)),
         # hello with a 100 MB custom section: valid, runs like hello.
         "huge": hello + _custom_section("pywasm.padding", 100 * 1000 * 1000),
     }
@@ -180,6 +180,9 @@ def base_spec(ctrd: Containerd, root: Path, *args: str) -> dict[str, Any]:
 def run_spec(
     ctrd: Containerd, spec: dict[str, Any], cid: str, tmp_path: Path, timeout: float = 120
 ) -> subprocess.CompletedProcess[Any]:
+    # `ctr oci spec` says cgroupsPath "/default": the parent of every container of the
+    # namespace. Limits written there would throttle them all; `ctr run` uses /default/ID.
+    spec.setdefault("linux", {})["cgroupsPath"] = f"/default/{cid}"
     path = tmp_path / f"{cid}.json"
     path.write_text(json.dumps(spec))
     argv = ["run", "--rm", "--runtime", PYWASM, "--config", str(path), cid]

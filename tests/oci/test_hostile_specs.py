@@ -69,7 +69,7 @@ def _drop(path: str) -> Callable[[Spec], None]:
     return mutate
 
 
-def _mounts(*mounts: dict[str, Any]) -> Callable[[Spec], None]:
+def _mounts(*mounts: Any) -> Callable[[Spec], None]:
     return _set("mounts", list(mounts))
 
 
