@@ -42,9 +42,10 @@ def sample(pid: int) -> Sample | None:
                 key, _, value = line.partition(":")
                 fields[key] = value.strip()
         fds = len(os.listdir(f"/proc/{pid}/fd"))
-    except (OSError, ValueError):
+        # A zombie has no VmRSS: it is gone for our purpose.
+        return Sample(int(fields["VmRSS"].split()[0]), int(fields["Threads"]), fds)
+    except (OSError, ValueError, KeyError, IndexError):
         return None
-    return Sample(int(fields["VmRSS"].split()[0]), int(fields["Threads"]), fds)
 
 
 def alive(pid: int) -> bool:
