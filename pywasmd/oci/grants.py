@@ -44,6 +44,8 @@ KERNEL_DESTINATIONS = frozenset(
 )
 BIND_TYPES = frozenset({"bind", "rbind", "none", ""})
 DEFAULT_TMPFS_BYTES = 64 << 20
+#: Each tmpfs is a real mount on the host: a bound on how many one container may ask for.
+MAX_TMPFS_MOUNTS = 64
 
 #: "dir", "file", "missing" or "other" for a host path.
 KindOf = Callable[[str], str]
@@ -101,6 +103,12 @@ def grant_mounts(
     """Preopens for ``mounts``, and what must exist on the host for them (under ``scratch``)."""
     preopens: list[Preopen] = []
     setups: list[HostSetup] = []
+    tmpfs = sum(1 for m in mounts if m.type == "tmpfs" and not is_kernel_mount(m))
+    if tmpfs > MAX_TMPFS_MOUNTS:
+        raise InvalidArgument(
+            f"mounts: {tmpfs} tmpfs mounts asked for; pywasm mounts at most {MAX_TMPFS_MOUNTS} "
+            "per container"
+        )
     for index, mount in enumerate(mounts):
         if is_kernel_mount(mount):
             continue

@@ -90,6 +90,7 @@ class WasiPlan:
 
 TIMEOUT_ANNOTATION = "pywasm.io/timeout"
 FUEL_ANNOTATION = "pywasm.io/fuel"
+_ANNOTATION_MAX: dict[str, float] = {TIMEOUT_ANNOTATION: 10**9, FUEL_ANNOTATION: 2**64 - 1}
 
 
 def _positive(
@@ -100,9 +101,9 @@ def _positive(
         return None
     try:
         value = kind(text)
-    except ValueError:
+    except (ValueError, OverflowError):
         value = 0
-    if value <= 0:
+    if not 0 < value <= _ANNOTATION_MAX[key]:  # also refuses nan and inf
         raise InvalidArgument(
             f"annotation {key}={text!r} must be a positive {kind.__name__}, e.g. {example}"
         )

@@ -78,21 +78,27 @@ def load_spec(bundle: str) -> RuntimeSpec:
         ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidArgument(f"{path}: cannot read the OCI runtime config: {exc}") from exc
+    except RecursionError:
+        raise InvalidArgument(f"{path}: the OCI runtime config is nested too deeply") from None
     if not isinstance(raw, dict):
         raise InvalidArgument(f"{path}: the OCI runtime config must be a JSON object")
     try:
         return parse_spec(raw)
     except InvalidArgument as exc:
         raise InvalidArgument(f"{path}: {exc.message}") from None
+    except RecursionError:
+        raise InvalidArgument(f"{path}: the OCI runtime config is nested too deeply") from None
 
 
 def parse_spec(raw: Mapping[str, Any]) -> RuntimeSpec:
     process = _process(_obj(raw, "process"))
     root_raw = _obj(raw, "root", required=False)
-    root = Root(
-        path=_str(root_raw, "root.path", "path", "rootfs"),
-        readonly=bool(root_raw.get("readonly", False)),
-    )
+    root_path = _str(root_raw, "root.path", "path", "rootfs")
+    if not root_path.startswith("/") and ".." in root_path.split("/"):
+        raise InvalidArgument(
+            f"root.path {root_path!r} leaves the bundle; give a path inside it or an absolute one"
+        )
+    root = Root(path=root_path, readonly=_bool(root_raw, "root.readonly", "readonly"))
     mounts = tuple(_mount(i, m) for i, m in enumerate(_list(raw, "mounts")))
     annotations = _obj(raw, "annotations", required=False)
     linux = _obj(raw, "linux", required=False)
@@ -101,6 +107,8 @@ def parse_spec(raw: Mapping[str, Any]) -> RuntimeSpec:
     cpu = _obj(res_raw, "cpu", required=False)
     pids = _obj(res_raw, "pids", required=False)
     limit = _int(memory, "linux.resources.memory.limit", "limit")
+    if limit is not None and limit > _INT64_MAX:
+        raise InvalidArgument(f"linux.resources.memory.limit {limit} is above 2^63-1 bytes")
     if limit is not None and limit < 0 and limit != -1:
         raise InvalidArgument(
             f"linux.resources.memory.limit {limit} is negative; give a number of bytes, "
@@ -126,6 +134,8 @@ def parse_spec(raw: Mapping[str, Any]) -> RuntimeSpec:
 
 def _process(raw: Mapping[str, Any]) -> Process:
     args = raw.get("args")
+    if isinstance(args, list) and any(isinstance(a, str) and "\0" in a for a in args):
+        raise InvalidArgument("process.args must not contain NUL characters")
     if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
         raise InvalidArgument(
             "process.args must be a non-empty list of strings whose first element names "
@@ -134,17 +144,24 @@ def _process(raw: Mapping[str, Any]) -> Process:
     env = raw.get("env", [])
     if not isinstance(env, list) or not all(isinstance(e, str) for e in env):
         raise InvalidArgument('process.env must be a list of "KEY=VALUE" strings')
+    if any("\0" in e for e in env):
+        raise InvalidArgument("process.env must not contain NUL characters")
     user_raw = raw.get("user") or {}
+    if not isinstance(user_raw, dict):
+        raise InvalidArgument("process.user must be an object with uid and gid")
+    gids = user_raw.get("additionalGids") or []
+    if not isinstance(gids, list):
+        raise InvalidArgument("process.user.additionalGids must be a list of group ids")
     user = User(
-        uid=int(user_raw.get("uid", 0)),
-        gid=int(user_raw.get("gid", 0)),
-        additional_gids=tuple(int(g) for g in user_raw.get("additionalGids") or ()),
+        uid=_id(user_raw.get("uid", 0), "process.user.uid"),
+        gid=_id(user_raw.get("gid", 0), "process.user.gid"),
+        additional_gids=tuple(_id(g, "process.user.additionalGids") for g in gids),
     )
     return Process(
         args=tuple(args),
         env=tuple(env),
         cwd=_str(raw, "process.cwd", "cwd", "/") or "/",
-        terminal=bool(raw.get("terminal", False)),
+        terminal=_bool(raw, "process.terminal", "terminal"),
         user=user,
     )
 
@@ -153,6 +170,10 @@ def _mount(index: int, raw: Any) -> Mount:
     if not isinstance(raw, dict) or not isinstance(raw.get("destination"), str):
         raise InvalidArgument(f"mounts[{index}] must be an object with a string destination")
     options = raw.get("options") or []
+    if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+        raise InvalidArgument(
+            f'mounts[{index}].options must be a list of strings, e.g. ["rbind", "ro"]'
+        )
     return Mount(
         destination=raw["destination"],
         type=str(raw.get("type", "")),
@@ -174,6 +195,23 @@ def _list(raw: Mapping[str, Any], key: str) -> list[Any]:
     value = raw.get(key) or []
     if not isinstance(value, list):
         raise InvalidArgument(f"{key} must be a JSON list")
+    return value
+
+
+_INT64_MAX = 2**63 - 1
+_ID_MAX = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel
+
+
+def _id(value: object, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _ID_MAX:
+        raise InvalidArgument(f"{name} must be a number from 0 to {_ID_MAX}, not {value!r}")
+    return value
+
+
+def _bool(raw: Mapping[str, Any], name: str, key: str) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be true or false, not {value!r}")
     return value
 
 
