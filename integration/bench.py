@@ -695,6 +695,27 @@ def _breakdown_lines(version: str, bd: Json) -> list[str]:
     ]
 
 
+def closing_note(results: Json) -> list[str]:
+    """Each target: met or missed, with its numbers on every containerd."""
+    by_target: dict[str, list[str]] = {}
+    for row in summary_rows(results):
+        target, label, _, _, x, goal, verdict = row
+        if goal:
+            by_target.setdefault(f"{target} ({goal})", []).append(
+                f"{verdict} on {label.split()[0]} ({x})"
+            )
+    lines = ["## Closing note", ""]
+    lines += [f"- {target}: {'; '.join(v)}" for target, v in by_target.items()]
+    lines += [
+        "",
+        "Why, measured step by step (`start` and `delete` interpreter and imports, the server's",
+        "imports after the fork, per-start module hashing and cache reads, per-process memory):",
+        "docs/performance.md.",
+        "",
+    ]
+    return lines
+
+
 def report(results: Json, chart: Path | None) -> str:
     m = results["machine"]
     s = results["settings"]
@@ -720,6 +741,7 @@ def report(results: Json, chart: Path | None) -> str:
     ]
     if chart is not None:
         lines += [f"![start latency distributions]({chart.relative_to(REPO)})", ""]
+    lines += closing_note(results)
     for version, r in results["versions"].items():
         lines += [f"## containerd {version} ({r.get('server', '?')})", ""]
         st, sp = r.get("start", {}), r.get("spans", {})

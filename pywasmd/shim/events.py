@@ -55,6 +55,11 @@ class _Item:
     request: bytes
 
 
+#: Retry interval while closing: containerd (2.x) may shut a shim down before its own
+#: events socket serves again after a restart, and those exits must still get through.
+_CLOSING_RETRY = 0.2
+
+
 class TtrpcEventPublisher:
     """Forwards events to containerd's ttrpc socket ``address`` (a plain path) in order.
 
@@ -86,6 +91,8 @@ class TtrpcEventPublisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._closing = False
+        # Set by close(): retries stop backing off, so the drain window is used to the full.
+        self._hurry = asyncio.Event()
 
     def start(self) -> None:
         """Start the forwarder; call from inside the running loop that will own it."""
@@ -123,6 +130,7 @@ class TtrpcEventPublisher:
     async def close(self, timeout: float) -> None:
         """Send what is queued within ``timeout`` seconds, then stop; the rest is dropped."""
         self._closing = True
+        self._hurry.set()
         if self._forwarder is not None:
             try:
                 await asyncio.wait_for(self._queue.join(), timeout)
@@ -143,7 +151,9 @@ class TtrpcEventPublisher:
 
     async def _deliver(self, item: _Item) -> None:
         delay = self._initial_backoff
-        for attempt in range(1, self._max_attempts + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 await self._send(item)
                 return
@@ -159,7 +169,10 @@ class TtrpcEventPublisher:
             except (ConnectionError, OSError) as exc:
                 error = exc
                 await self._disconnect()
-            if attempt == self._max_attempts:
+                if self._hurry.is_set():
+                    # containerd is not serving (yet): the drain window bounds these retries.
+                    attempt -= 1
+            if attempt >= self._max_attempts:
                 log.error("event %s dropped after %d attempts: %s", item.topic, attempt, error)
                 return
             log.warning(
@@ -169,7 +182,11 @@ class TtrpcEventPublisher:
                 error,
                 delay,
             )
-            await asyncio.sleep(delay)
+            if self._hurry.is_set():
+                await asyncio.sleep(_CLOSING_RETRY)
+                continue
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), delay)
             delay = min(delay * 2, self._max_backoff)
 
     async def _send(self, item: _Item) -> None:

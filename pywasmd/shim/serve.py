@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pywasmd.shim")
 
 #: Time given to queued events once the shim has nothing left to serve.
-_EVENT_DRAIN = 2.0
+_EVENT_DRAIN = 10.0
 
 
 def _open_log() -> None:
