@@ -127,6 +127,11 @@ def _wasi(plan: WasiPlan) -> wasmtime.WasiConfig:
     return wasi
 
 
+# Looked up once, at import (the zygote preloads this module): importlib.metadata costs each
+# freshly forked worker 13 ms.
+_VERSION = version("wasmtime")
+
+
 class WasmtimeEngine:
     name = "wasmtime"
     media_types = frozenset({WASM_LAYER, WASM_CONTENT_LAYER, WASM_COMPONENT_LAYER})
@@ -153,13 +158,28 @@ class WasmtimeEngine:
         return bytes(loaded.code.serialize())
 
     def load_precompiled(self, data: bytes, plan: WasiPlan) -> object:
+        return self._deserialize(plan, data=data)
+
+    def load_precompiled_file(self, path: str, plan: WasiPlan) -> object:
+        """``load_precompiled`` from a cache file, mapped rather than read (26 MB: 1 ms, not 60)."""
+        return self._deserialize(plan, path=path)
+
+    def _deserialize(self, plan: WasiPlan, data: bytes = b"", path: str = "") -> object:
         engine = _engine(plan)
         code: wasmtime.Module | wc.Component
         try:
             if _kind(plan) == "component":
-                code = wc.Component.deserialize(engine, data)
+                code = (
+                    wc.Component.deserialize_file(engine, path)
+                    if path
+                    else wc.Component.deserialize(engine, data)
+                )
             else:
-                code = wasmtime.Module.deserialize(engine, data)
+                code = (
+                    wasmtime.Module.deserialize_file(engine, path)
+                    if path
+                    else wasmtime.Module.deserialize(engine, data)
+                )
         except wasmtime.WasmtimeError as exc:
             raise InvalidArgument(
                 f"precompiled code for {plan.argv[0]!r} does not fit this engine: "
@@ -170,7 +190,7 @@ class WasmtimeEngine:
 
     def fingerprint(self, plan: WasiPlan) -> str:
         features = ",".join(sorted(_enabled(plan.features)))
-        return f"wasmtime {version('wasmtime')} features={features} fuel={plan.fuel is not None}"
+        return f"wasmtime {_VERSION} features={features} fuel={plan.fuel is not None}"
 
     def run(self, loaded: object, plan: WasiPlan, ready: Callable[[], None] | None = None) -> int:
         assert isinstance(loaded, _Loaded)

@@ -114,12 +114,18 @@ def parse_spec(raw: Mapping[str, Any]) -> RuntimeSpec:
             f"linux.resources.memory.limit {limit} is negative; give a number of bytes, "
             "or leave it out for no limit"
         )
+    pids_limit = _int(pids, "linux.resources.pids.limit", "limit")
+    if pids_limit is not None and 0 < pids_limit < MIN_PIDS:
+        raise InvalidArgument(
+            f"linux.resources.pids.limit {pids_limit} is too low for a Wasm container: the "
+            f"engine runs the guest with a few threads of its own; give at least {MIN_PIDS}"
+        )
     resources = Resources(
         memory_limit=limit if limit is not None and limit > 0 else None,
         cpu_shares=_int(cpu, "linux.resources.cpu.shares", "shares"),
         cpu_quota=_int(cpu, "linux.resources.cpu.quota", "quota"),
         cpu_period=_int(cpu, "linux.resources.cpu.period", "period"),
-        pids_limit=_int(pids, "linux.resources.pids.limit", "limit"),
+        pids_limit=pids_limit,
     )
     return RuntimeSpec(
         process=process,
@@ -199,6 +205,8 @@ def _list(raw: Mapping[str, Any], key: str) -> list[Any]:
 
 
 _INT64_MAX = 2**63 - 1
+#: Threads the engine starts besides the guest (wasmtime's WASI runtime), with room to spare.
+MIN_PIDS = 16
 _ID_MAX = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel
 
 

@@ -16,6 +16,8 @@ from pywasmd.shim.cli import ShimArgs
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pywasmd.shim.launcher import Launcher
+    from pywasmd.shim.service import TaskService
+    from pywasmd.ttrpc.server import Server
 
 log = logging.getLogger("pywasmd.shim")
 
@@ -73,6 +75,26 @@ def serve(listener: socket.socket, args: ShimArgs, socket_path: str) -> None:
             os.unlink(socket_path)
 
 
+#: A server with no container and no containerd connection for this long is abandoned.
+_ABANDONED_AFTER = 5.0
+
+
+async def _exit_when_abandoned(service: TaskService, server: Server) -> None:
+    """Leave when containerd forgot us (e.g. it died during Create and dropped the bundle).
+
+    containerd connects right after ``start`` and keeps the connection while any of our
+    containers lives; with neither, nobody will ever send the Shutdown that ends us.
+    """
+    idle = 0.0
+    while True:
+        await asyncio.sleep(1.0)
+        idle = idle + 1.0 if service.task_count == 0 and server.connection_count == 0 else 0.0
+        if idle >= _ABANDONED_AFTER:
+            log.warning("no container and no containerd connection for %.0fs: exiting", idle)
+            service.shutdown_requested.set()
+            return
+
+
 def _launchers() -> Launcher:
     from pywasmd.errors import ShimError
     from pywasmd.nodeconfig import engine_interpreters, load_node_config
@@ -108,7 +130,9 @@ async def _serve(listener: socket.socket, args: ShimArgs) -> None:
     server = Server(task_services(service))
     serving = asyncio.create_task(server.serve(listener))
     log.info("pywasm shim %d serving %s (namespace %s)", os.getpid(), args.id, args.namespace)
+    watchdog = asyncio.create_task(_exit_when_abandoned(service, server))
     await service.shutdown_requested.wait()
+    watchdog.cancel()
     # Let the Shutdown reply reach containerd before the connection goes away.
     await asyncio.sleep(0.01)
     await server.close()

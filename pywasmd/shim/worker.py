@@ -52,6 +52,9 @@ def _load(engine: Engine, plan: WasiPlan) -> object:
     path = cache.lookup(key)
     if path is not None:
         try:
+            from_file = getattr(engine, "load_precompiled_file", None)
+            if from_file is not None:
+                return from_file(path, plan)
             with open(path, "rb") as f:
                 return engine.load_precompiled(f.read(), plan)
         except Exception as exc:  # noqa: BLE001 - a bad entry is dropped, never fatal

@@ -119,9 +119,15 @@ def spawn_zygote() -> None:
 def _preload() -> dict[str, float]:
     """Import what servers and workers need; remember the files for staleness checks."""
     import asyncio  # noqa: F401
+    import hashlib  # noqa: F401
     import logging  # noqa: F401
 
+    import setproctitle  # noqa: F401
+    import yaml  # noqa: F401
+
     import pywasmd.engines.wasmtime  # noqa: F401
+    import pywasmd.oci.artifact  # noqa: F401
+    import pywasmd.shim.events  # noqa: F401
     import pywasmd.shim.serve  # noqa: F401
     import pywasmd.shim.server  # noqa: F401
     import pywasmd.shim.service  # noqa: F401
