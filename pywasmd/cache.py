@@ -2,9 +2,10 @@
 
 Entries are content-addressed: ``sha256(module bytes)`` plus a fingerprint of
 everything that changes the machine code (engine name and version, enabled
-features, fuel metering); wasmtime itself refuses an entry made for another CPU.  Writers go through a temporary file and ``rename``, so a
-crash or a full disk never leaves a torn entry; readers see a whole entry or
-none.  Every failure here is soft: the container still runs, compiled in memory.
+features, fuel metering); wasmtime itself refuses an entry made for another CPU.
+Writers go through a temporary file and ``rename``, so a crash or a full disk
+never leaves a torn entry; readers see a whole entry or none.  Every failure here
+is soft: the container still runs, compiled in memory.
 """
 
 from __future__ import annotations
