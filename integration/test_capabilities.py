@@ -309,3 +309,27 @@ def test_a_wasi_p2_component_runs_through_containerd(
         "fail",
     )
     assert r.returncode == 1, explain(r)
+
+
+def test_engine_from_the_runtime_options(containerd: Containerd, tmp_path: Path) -> None:
+    # ctr --runtime-config-path sends runtimeoptions.v1.Options{ConfigPath}, as CRI does for
+    # runtimes.pywasm.options; wasmer is observable by what it refuses (read-only grants).
+    config = tmp_path / "runtime.toml"
+    config.write_text('engine = "wasmer"\n')
+    r = run(
+        containerd,
+        images.ref("hello"),
+        new_id("rtopt"),
+        images.module("hello"),
+        extra=["--runtime-config-path", str(config), "--read-only"],
+    )
+    assert r.returncode != 0, explain(r)
+    assert "wasmer" in r.stderr, explain(r)
+    r = run(
+        containerd,
+        images.ref("hello"),
+        new_id("rtopt"),
+        images.module("hello"),
+        extra=["--runtime-config-path", str(config)],
+    )
+    assert (r.returncode, r.stdout) == (0, "hello from wasm\n"), explain(r)

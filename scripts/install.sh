@@ -51,7 +51,6 @@ stamp="$VENV/.pywasmd-install-stamp"
 if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]] \
     || [[ ! -x "$VENV/bin/containerd-shim-pywasm-v1" || ! -x "$VENV/bin/pywasm" ]]; then
     log "pip install -e .[dev]"
-    "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q -e '.[dev]'
     touch "$stamp"
 else

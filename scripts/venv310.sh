@@ -17,6 +17,5 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     fi
     "$python" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e '.[dev,wasmer]'
 "$VENV/bin/python" -c 'import wasmer, wasmer_compiler_cranelift, wasmtime; print("venv310: ok")'

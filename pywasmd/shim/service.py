@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -30,6 +30,7 @@ from pywasmd.nodeconfig import config_path, load_node_config
 from pywasmd.oci.engine_choice import choose_engine
 from pywasmd.oci.module import locate_module
 from pywasmd.oci.plan import WasiPlan, host_path, plan_from_spec
+from pywasmd.oci.runtime_options import runtime_options
 from pywasmd.oci.spec import RuntimeSpec, load_spec
 from pywasmd.shim import hostsetup, mounts, stats
 from pywasmd.shim.cgroups import Cgroup
@@ -139,7 +140,8 @@ class TaskService:
             spec = await self._restore_entrypoint(req.id, spec, rootfs)
             module = await self._find_module(req.id, spec, rootfs)
             plan = plan_from_spec(spec, rootfs, module, hostsetup.scratch_dir(req.bundle))
-            plan = self._choose_engine(plan, spec)
+            options = runtime_options(req.options.type_url, req.options.value)
+            plan = self._choose_engine(plan, spec, options)
             hostsetup.prepare(plan.setups)
             _check_cwd(plan)
             worker = self._launcher.spawn(io.open(), plan.engine)
@@ -181,9 +183,11 @@ class TaskService:
         )
         return pb.CreateTaskResponse(pid=worker.pid)
 
-    def _choose_engine(self, plan: WasiPlan, spec: RuntimeSpec) -> WasiPlan:
+    def _choose_engine(
+        self, plan: WasiPlan, spec: RuntimeSpec, options: Mapping[str, object]
+    ) -> WasiPlan:
         # Read per container, so an edit to the node config applies to the next one.
-        choice = choose_engine(spec.annotations, {}, load_node_config(), config_path())
+        choice = choose_engine(spec.annotations, options, load_node_config(), config_path())
         return dataclasses.replace(plan, engine=choice.name, features=choice.feature_tuple)
 
     async def _restore_entrypoint(self, id: str, spec: RuntimeSpec, rootfs: str) -> RuntimeSpec:
