@@ -181,9 +181,13 @@ def test_events_queued_while_containerd_is_down(containerd: Containerd) -> None:
         assert statuses.get(first) == 137, got
         assert statuses.get(second) == 137, got
         for cid in (first, second):
-            assert wait_status(containerd, cid, "STOPPED") == "STOPPED", cid
-            rm = containerd.ctr("tasks", "rm", cid, timeout=20)
-            assert exit_code_from_rm(rm.stderr) == 137, explain(rm)
+            # containerd 2.x may already have deleted the task: on restart it finds the
+            # stopped containers' Pids empty and runs its "leaked shim" cleanup (Delete).
+            status = wait_status(containerd, cid, "STOPPED")
+            assert status in ("STOPPED", None), (cid, status)
+            if status == "STOPPED":
+                rm = containerd.ctr("tasks", "rm", cid, timeout=20)
+                assert exit_code_from_rm(rm.stderr) == 137, explain(rm)
             containerd.ctr("containers", "rm", cid, timeout=20)
     finally:
         _cleanup(containerd, first, second)
