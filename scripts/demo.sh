@@ -33,6 +33,11 @@ cleanup() {
         grep -o " $state[^ ]*\| $work[^ ]*" /proc/self/mountinfo | sort -r \
             | xargs -r -n1 umount -l 2>/dev/null || true
         rm -rf "$state"
+        # The shim's fork-server (zygote) outlives containers by design; the demo leaves none.
+        zsock="$("$ROOT/.venv/bin/python" -c 'from pywasmd.shim.zygote import socket_path; print(socket_path())')"
+        for zpid in $(ss -xlpn 2>/dev/null | grep -F "$zsock" | grep -o 'pid=[0-9]*' | cut -d= -f2); do
+            kill "$zpid" 2>/dev/null || true
+        done
         echo "stopped the private containerd (pid $private_pid)"
     fi
     rm -rf "$work"
