@@ -52,3 +52,11 @@ def engine_interpreters(config: Mapping[str, object]) -> dict[str, str]:
                 f"{config_path()}: engine_python.{name} {path!r} is not an executable"
             )
     return dict(raw)
+
+
+def runc_binary(config: Mapping[str, object]) -> str:
+    """``runc``: the runc that runs a pod's Linux containers ("" = look on PATH)."""
+    path = config.get("runc") or ""
+    if not isinstance(path, str) or (path and not os.access(path, os.X_OK)):
+        raise InvalidArgument(f"{config_path()}: runc must name an executable runc binary")
+    return path

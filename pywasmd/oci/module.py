@@ -69,6 +69,56 @@ def locate_module(rootfs: str, arg0: str, cwd: str = "/") -> str:
     if head[:4] != WASM_MAGIC:
         raise InvalidArgument(
             f"{arg0!r} is not a WebAssembly module (starts with {head[:4]!r}, expected "
-            f"b'\\x00asm'); a Linux program needs io.containerd.runc.v2, not pywasm"
+            f"b'\\x00asm'); pywasm runs WebAssembly modules and hands executable Linux "
+            "programs (ELF or #! scripts) to runc"
         )
     return host
+
+
+#: What ``process.args[0]`` names: decides whether pywasm runs it or hands it to runc.
+WASM = "wasm"
+LINUX = "linux"
+MISSING = "missing"
+
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _env_path(env: tuple[str, ...]) -> str:
+    for entry in env:
+        if entry.startswith("PATH="):
+            return entry[5:]
+    return _DEFAULT_PATH
+
+
+def program_kind(rootfs: str, arg0: str, cwd: str = "/", env: tuple[str, ...] = ()) -> str:
+    """:data:`WASM`, :data:`LINUX` or :data:`MISSING`, by the first bytes of the program.
+
+    Anything that is neither a module nor an executable ELF or ``#!`` script is
+    :data:`MISSING`: the Wasm path then names what is wrong with it.
+
+    A bare name is looked up as pywasm would (relative to the cwd) and then along the
+    container's ``PATH``, as runc's exec would.
+    """
+    # A bare name next to the cwd counts only as a module (pywasm's reading); along PATH,
+    # an executable counts as well (runc's reading).
+    if "/" in arg0:
+        candidates = [(arg0 if arg0.startswith("/") else posixpath.join(cwd, arg0), True)]
+    else:
+        candidates = [(posixpath.join(cwd, arg0), False)] + [
+            (posixpath.join(d, arg0), True) for d in _env_path(env).split(":") if d.startswith("/")
+        ]
+    for guest, linux_ok in candidates:
+        host = resolve_in_root(rootfs, guest)
+        try:
+            st = os.stat(host)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            with open(host, "rb") as f:
+                head = f.read(4)
+        except (OSError, InvalidArgument):
+            continue
+        if head == WASM_MAGIC:
+            return WASM
+        if linux_ok and st.st_mode & 0o111 and head.startswith((b"\x7fELF", b"#!")):
+            return LINUX
+    return MISSING

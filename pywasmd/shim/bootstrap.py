@@ -200,6 +200,40 @@ def _kill_worker(pid: int) -> None:
         time.sleep(0.01)
 
 
+def _runc_delete(bundle: str, id: str) -> None:
+    """A Linux container that the server could not delete: ``runc delete --force``.
+
+    The server removes ``pywasm-runc`` once runc deleted the container, so this runs only
+    when the server died first.
+    """
+    try:
+        with open(os.path.join(bundle, "pywasm-runc"), encoding="utf-8") as f:
+            root = f.read().strip()
+    except OSError:
+        return
+    if not root.startswith("/run/pywasm/runc/") or ".." in root.split("/"):
+        return
+    for d in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"):
+        runc = d + "/runc"
+        if os.access(runc, os.X_OK):
+            break
+    else:
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        child = os.posix_spawn(
+            runc,
+            [runc, "--root", root, "delete", "--force", id],
+            {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            file_actions=[(os.POSIX_SPAWN_DUP2, null, fd) for fd in (0, 1, 2)],
+        )
+        os.waitpid(child, 0)
+    except OSError:
+        pass
+    finally:
+        os.close(null)
+
+
 def _remove_cgroup(bundle: str) -> None:
     try:
         with open(os.path.join(bundle, "pywasm-cgroup"), encoding="utf-8") as f:
@@ -258,6 +292,7 @@ def delete(args: ShimArgs) -> int:
         pass
     if pid > 0:
         _kill_worker(pid)
+    _runc_delete(bundle, args.id)
     _remove_cgroup(bundle)
     if os.path.isdir(os.path.join(bundle, "pywasm-mounts")):
         from pywasmd.shim.hostsetup import release

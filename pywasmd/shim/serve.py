@@ -16,6 +16,8 @@ from pywasmd.shim.cli import ShimArgs
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pywasmd.shim.launcher import Launcher
+    from pywasmd.shim.linux import Runc
+    from pywasmd.shim.reaper import Reaper
     from pywasmd.shim.service import TaskService
     from pywasmd.ttrpc.server import Server
 
@@ -95,6 +97,19 @@ async def _exit_when_abandoned(service: TaskService, server: Server) -> None:
             return
 
 
+def _runc(reaper: Reaper, namespace: str) -> Runc:
+    from pywasmd.errors import ShimError
+    from pywasmd.nodeconfig import load_node_config, runc_binary
+    from pywasmd.shim.linux import Runc
+
+    try:
+        binary = runc_binary(load_node_config())
+    except ShimError as exc:
+        log.error("%s; looking for runc on PATH", exc.message)
+        binary = ""
+    return Runc(reaper, namespace, binary)
+
+
 def _launchers() -> Launcher:
     from pywasmd.errors import ShimError
     from pywasmd.nodeconfig import engine_interpreters, load_node_config
@@ -124,7 +139,14 @@ async def _serve(listener: socket.socket, args: ShimArgs) -> None:
     from pywasmd.oci.artifact import ContainerdArtifacts
 
     artifacts = ContainerdArtifacts(args.address, args.namespace)
-    service = TaskService(_launchers(), reaper, publisher, artifacts.lookup, artifacts.entrypoint)
+    service = TaskService(
+        _launchers(),
+        reaper,
+        publisher,
+        artifacts.lookup,
+        artifacts.entrypoint,
+        _runc(reaper, args.namespace),
+    )
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.shutdown_requested.set)
     server = Server(task_services(service))

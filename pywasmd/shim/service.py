@@ -8,6 +8,7 @@ Methods take and return containerd's ``containerd.task.v2`` messages; the ttrpc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -25,10 +26,17 @@ from pywasmd.api.containerd.task.v2 import shim_pb2 as pb
 from pywasmd.api.containerd.types import mount_pb2
 from pywasmd.api.containerd.types.task import task_pb2 as types
 from pywasmd.engine import TIMEOUT_EXIT_STATUS
-from pywasmd.errors import AlreadyExists, InvalidArgument, NotFound, ShimError, Unimplemented
+from pywasmd.errors import (
+    AlreadyExists,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    ShimError,
+    Unimplemented,
+)
 from pywasmd.nodeconfig import config_path, load_node_config
 from pywasmd.oci.engine_choice import choose_engine
-from pywasmd.oci.module import locate_module
+from pywasmd.oci.module import LINUX, locate_module, program_kind
 from pywasmd.oci.plan import WasiPlan, host_path, plan_from_spec
 from pywasmd.oci.runtime_options import runtime_options
 from pywasmd.oci.spec import RuntimeSpec, load_spec
@@ -36,6 +44,7 @@ from pywasmd.shim import hostsetup, mounts, stats
 from pywasmd.shim.cgroups import Cgroup
 from pywasmd.shim.console import TerminalIO
 from pywasmd.shim.launcher import Launcher, Worker
+from pywasmd.shim.linux import Runc
 from pywasmd.shim.reaper import Reaper
 from pywasmd.shim.state import Op, Status, next_state
 from pywasmd.shim.stdio import ProcessIO
@@ -45,6 +54,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pywasmd.shim")
 
+_CRI_CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 #: How long Delete of a never-started container waits for its killed worker.
 _KILL_WAIT = 5.0
 
@@ -63,7 +73,8 @@ class Task:
     mounted: bool
     io: ProcessIO | TerminalIO
     worker: Worker
-    plan: WasiPlan
+    #: None for a Linux container, which runc runs.
+    plan: WasiPlan | None
     cgroup: Cgroup | None = None
     status: Status = Status.CREATED
     oom: bool = False
@@ -74,6 +85,29 @@ class Task:
     @property
     def pid(self) -> int:
         return self.worker.pid
+
+    @property
+    def linux(self) -> bool:
+        return self.plan is None
+
+
+class _RuncInit:
+    """A Linux container's init process, as the service sees a worker."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    async def prepare(self, plan: WasiPlan) -> None:
+        raise Internal("a Linux container takes no Wasm plan")
+
+    async def start(self) -> None:
+        pass
+
+    def report(self) -> str:
+        return ""
+
+    def close(self) -> None:
+        pass
 
 
 #: Finds the module of a Wasm OCI artifact (which containerd cannot unpack into the
@@ -92,12 +126,15 @@ class TaskService:
         publisher: EventPublisher,
         artifact_lookup: ArtifactLookup | None = None,
         entrypoint_lookup: EntrypointLookup | None = None,
+        runc: Runc | None = None,
     ) -> None:
         self._launcher = launcher
         self._reaper = reaper
         self._publish = publisher.publish
         self._artifact_lookup = artifact_lookup
         self._entrypoint_lookup = entrypoint_lookup
+        #: Runs the containers whose entrypoint is a Linux program; None refuses them.
+        self._runc = runc
         self._tasks: dict[str, Task] = {}
         self.shutdown_requested = asyncio.Event()
 
@@ -123,12 +160,6 @@ class TaskService:
         spec = load_spec(req.bundle)
         rootfs = os.path.join(req.bundle, spec.root.path)
         mounted = False
-        io: ProcessIO | TerminalIO = (
-            TerminalIO(req.stdin, req.stdout, req.stderr)
-            if req.terminal
-            else ProcessIO(req.stdin, req.stdout, req.stderr)
-        )
-        worker: Worker | None = None
         try:
             if req.rootfs:
                 os.makedirs(rootfs, mode=0o711, exist_ok=True)
@@ -137,6 +168,60 @@ class TaskService:
                     rootfs,
                 )
                 mounted = True
+            if self._runs_on_runc(req.id, spec, rootfs):
+                task = await self._create_linux(req, spec, rootfs, mounted)
+            else:
+                task = await self._create_wasm(req, spec, rootfs, mounted)
+        except BaseException:
+            if mounted:
+                mounts.unmount_all(rootfs)
+            raise
+        self._tasks[req.id] = task
+        self._reaper.watch(task.pid, lambda status: self._on_exit(task, status))
+        self._publish(
+            "/tasks/create",
+            ev.TaskCreate(
+                container_id=req.id,
+                bundle=req.bundle,
+                rootfs=[
+                    mount_pb2.Mount(
+                        type=m.type, source=m.source, target=m.target, options=m.options
+                    )
+                    for m in req.rootfs
+                ],
+                io=ev.TaskIO(
+                    stdin=req.stdin, stdout=req.stdout, stderr=req.stderr, terminal=req.terminal
+                ),
+                checkpoint=req.checkpoint,
+                pid=task.pid,
+            ),
+        )
+        return pb.CreateTaskResponse(pid=task.pid)
+
+    def _runs_on_runc(self, id: str, spec: RuntimeSpec, rootfs: str) -> bool:
+        """A Linux entrypoint (or a pod's sandbox) goes to runc; everything else is Wasm."""
+        if self._runc is None:
+            return False
+        process = spec.process
+        if spec.annotations.get(_CRI_CONTAINER_TYPE) == "sandbox":
+            log.info("%s: pod sandbox container: a Linux program, handing it to runc", id)
+            return True
+        kind = program_kind(rootfs, process.args[0], process.cwd, process.env)
+        if kind == LINUX:
+            log.info("%s: %s is a Linux program: handing it to runc", id, process.args[0])
+            return True
+        return False
+
+    async def _create_wasm(
+        self, req: pb.CreateTaskRequest, spec: RuntimeSpec, rootfs: str, mounted: bool
+    ) -> Task:
+        io: ProcessIO | TerminalIO = (
+            TerminalIO(req.stdin, req.stdout, req.stderr)
+            if req.terminal
+            else ProcessIO(req.stdin, req.stdout, req.stderr)
+        )
+        worker: Worker | None = None
+        try:
             spec = await self._restore_entrypoint(req.id, spec, rootfs)
             module = await self._find_module(req.id, spec, rootfs)
             plan = plan_from_spec(spec, rootfs, module, hostsetup.scratch_dir(req.bundle))
@@ -156,32 +241,35 @@ class TaskService:
                 worker.close()
             io.close()
             hostsetup.release(req.bundle)
-            if mounted:
-                mounts.unmount_all(rootfs)
             raise
-        task = Task(req.id, req.bundle, rootfs, mounted, io, worker, plan, cgroup)
-        self._tasks[req.id] = task
-        self._reaper.watch(worker.pid, lambda status: self._on_exit(task, status))
         log.info("created %s: wasm module %s, worker pid %d", req.id, module, worker.pid)
-        self._publish(
-            "/tasks/create",
-            ev.TaskCreate(
-                container_id=req.id,
-                bundle=req.bundle,
-                rootfs=[
-                    mount_pb2.Mount(
-                        type=m.type, source=m.source, target=m.target, options=m.options
-                    )
-                    for m in req.rootfs
-                ],
-                io=ev.TaskIO(
-                    stdin=req.stdin, stdout=req.stdout, stderr=req.stderr, terminal=req.terminal
-                ),
-                checkpoint=req.checkpoint,
-                pid=worker.pid,
-            ),
-        )
-        return pb.CreateTaskResponse(pid=worker.pid)
+        return Task(req.id, req.bundle, rootfs, mounted, io, worker, plan, cgroup)
+
+    async def _create_linux(
+        self, req: pb.CreateTaskRequest, spec: RuntimeSpec, rootfs: str, mounted: bool
+    ) -> Task:
+        assert self._runc is not None
+        if req.terminal:
+            raise InvalidArgument(
+                f"container {req.id!r} runs a Linux program with a terminal (-t), which the "
+                "pywasm shim does not offer for Linux containers: drop -t, or run it with "
+                "io.containerd.runc.v2"
+            )
+        io = ProcessIO(req.stdin, req.stdout, req.stderr)
+        try:
+            pid = await self._runc.create(req.id, req.bundle, io.open(), spec.cgroups_path)
+        except BaseException:
+            io.close()
+            with contextlib.suppress(ShimError, OSError):
+                await self._runc.delete(req.id, req.bundle)
+            raise
+        io.after_spawn()
+        # runc made the cgroup and removes it; the shim only reads it (stats, OOM).
+        cgroup = Cgroup(spec.cgroups_path) if spec.cgroups_path else None
+        if cgroup is not None:
+            cgroup.shared = True
+        log.info("created %s: Linux container run by runc, init pid %d", req.id, pid)
+        return Task(req.id, req.bundle, rootfs, mounted, io, _RuncInit(pid), None, cgroup)
 
     def _choose_engine(
         self, plan: WasiPlan, spec: RuntimeSpec, options: Mapping[str, object]
@@ -228,6 +316,8 @@ class TaskService:
 
     async def start(self, req: pb.StartRequest) -> pb.StartResponse:
         task = self._task(req.id, req.exec_id)
+        if task.linux:
+            return await self._start_linux(task)
         task.status = next_state(task.status, Op.START, req.id)
         if task.cgroup is not None:
             try:
@@ -242,6 +332,16 @@ class TaskService:
             log.warning("start %s: worker %d is gone: %s", task.id, task.pid, exc)
         return pb.StartResponse(pid=task.pid)
 
+    async def _start_linux(self, task: Task) -> pb.StartResponse:
+        assert self._runc is not None
+        next_state(task.status, Op.START, task.id)
+        # Published before the program can run, so its exit can never overtake it.
+        self._publish("/tasks/start", ev.TaskStart(container_id=task.id, pid=task.pid))
+        await self._runc.start(task.id, task.bundle)
+        if task.status is Status.CREATED:
+            task.status = next_state(task.status, Op.START, task.id)
+        return pb.StartResponse(pid=task.pid)
+
     def _on_exit(self, task: Task, status: int) -> None:
         task.status = next_state(task.status, Op.EXIT, task.id)
         task.exit_status = status
@@ -253,11 +353,10 @@ class TaskService:
         task.exited.set()
         log.info("container %s exited with status %d", task.id, status)
         if task.oom:
-            log.warning(
-                "container %s ran out of memory (limit %s bytes)", task.id, task.plan.memory_limit
-            )
+            limit = task.plan.memory_limit if task.plan is not None else "cgroup"
+            log.warning("container %s ran out of memory (limit %s bytes)", task.id, limit)
             self._publish("/tasks/oom", ev.TaskOOM(container_id=task.id))
-        if status == TIMEOUT_EXIT_STATUS and task.plan.timeout is not None:
+        if status == TIMEOUT_EXIT_STATUS and task.plan is not None and task.plan.timeout:
             log.warning(
                 "container %s exceeded its pywasm.io/timeout of %ss", task.id, task.plan.timeout
             )
@@ -282,6 +381,10 @@ class TaskService:
     async def kill(self, req: pb.KillRequest) -> empty_pb2.Empty:
         task = self._task(req.id, req.exec_id)
         next_state(task.status, Op.KILL, req.id)
+        if task.linux and req.all:
+            assert self._runc is not None
+            await self._runc.kill_all(task.id, task.bundle, req.signal)
+            return empty_pb2.Empty()
         try:
             if req.all:
                 os.killpg(task.pid, req.signal)
@@ -298,6 +401,9 @@ class TaskService:
     async def delete(self, req: pb.DeleteRequest) -> pb.DeleteResponse:
         task = self._task(req.id, req.exec_id)
         next_state(task.status, Op.DELETE, req.id)
+        if task.linux:
+            assert self._runc is not None
+            await self._runc.delete(task.id, task.bundle)
         if task.status is Status.CREATED:
             _kill_quietly(task.pid, signal.SIGKILL)
             try:
@@ -347,6 +453,11 @@ class TaskService:
         task = self._task(req.id)
         if task.status is Status.STOPPED:
             return pb.PidsResponse()
+        if task.linux:
+            assert self._runc is not None
+            found = await self._runc.pids(task.id, task.bundle)
+            pids = [task.pid] + [p for p in found if p != task.pid]
+            return pb.PidsResponse(processes=[types.ProcessInfo(pid=p) for p in pids])
         return pb.PidsResponse(processes=[types.ProcessInfo(pid=task.pid)])
 
     async def stats(self, req: pb.StatsRequest) -> pb.StatsResponse:
@@ -368,19 +479,28 @@ class TaskService:
 
     async def pause(self, req: pb.PauseRequest) -> empty_pb2.Empty:
         task = self._task(req.id)
-        task.status = next_state(task.status, Op.PAUSE, req.id)
-        self._freeze(task, True)
+        after = next_state(task.status, Op.PAUSE, req.id)
+        await self._freeze(task, True)
+        task.status = after
         self._publish("/tasks/paused", ev.TaskPaused(container_id=task.id))
         return empty_pb2.Empty()
 
     async def resume(self, req: pb.ResumeRequest) -> empty_pb2.Empty:
         task = self._task(req.id)
-        task.status = next_state(task.status, Op.RESUME, req.id)
-        self._freeze(task, False)
+        after = next_state(task.status, Op.RESUME, req.id)
+        await self._freeze(task, False)
+        task.status = after
         self._publish("/tasks/resumed", ev.TaskResumed(container_id=task.id))
         return empty_pb2.Empty()
 
-    def _freeze(self, task: Task, frozen: bool) -> None:
+    async def _freeze(self, task: Task, frozen: bool) -> None:
+        if task.linux:
+            assert self._runc is not None
+            if frozen:
+                await self._runc.pause(task.id, task.bundle)
+            else:
+                await self._runc.resume(task.id, task.bundle)
+            return
         # The cgroup freezer when the container has one, else job control on the worker.
         try:
             if task.cgroup is not None and task.cgroup.freeze(frozen):
