@@ -491,6 +491,25 @@ def test_ps_shows_wasm_and_linux_side_by_side(dockerd: Dockerd) -> None:
         dockerd.docker("rm", "-f", wasm, linux, timeout=60)
 
 
+def test_linux_image_with_the_pywasm_runtime(dockerd: Dockerd) -> None:
+    """A Linux image run with --runtime=pywasm goes to runc inside the shim: same output,
+    exit code and stop behaviour as with runc."""
+    r = dockerd.docker("run", "--rm", "--runtime", PYWASM, *LINUX, BUSYBOX,
+                       "sh", "-c", "echo linux in pywasm; exit 5")  # fmt: skip
+    assert (r.returncode, r.stdout) == (5, "linux in pywasm\n"), explain(r)
+    cid = new_id("linux-in-pywasm")
+    script = "trap 'exit 9' TERM; while true; do sleep 0.1; done"
+    r = dockerd.docker("run", "-d", "--name", cid, "--runtime", PYWASM, *LINUX, BUSYBOX,
+                       "sh", "-c", script)  # fmt: skip
+    try:
+        assert r.returncode == 0, explain(r)
+        stop = dockerd.docker("stop", "-t", "10", cid, timeout=60)
+        assert stop.returncode == 0, explain(stop)
+        assert dockerd.inspect(cid)["State"]["ExitCode"] == 9
+    finally:
+        dockerd.docker("rm", "-f", cid, timeout=60)
+
+
 def _percent(text: str) -> float:
     return float(text.strip().rstrip("%") or 0)
 
