@@ -14,6 +14,7 @@ import signal
 from collections.abc import Callable
 
 _PR_SET_CHILD_SUBREAPER = 36
+_MAX_UNCLAIMED = 256
 
 ExitCallback = Callable[[int], None]
 
@@ -55,6 +56,10 @@ class Reaper:
             code = exit_status(status)
             callback = self._waiting.pop(pid, None)
             if callback is None:
+                # Orphans nobody will ask for (runc's intermediate processes) end up here
+                # too: keep the newest few, enough for any fork/exit race.
+                if len(self._unclaimed) >= _MAX_UNCLAIMED:
+                    del self._unclaimed[next(iter(self._unclaimed))]
                 self._unclaimed[pid] = code
             else:
                 callback(code)
