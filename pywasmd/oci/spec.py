@@ -138,6 +138,13 @@ def parse_spec(raw: Mapping[str, Any]) -> RuntimeSpec:
     )
 
 
+def parse_process(raw: object) -> Process:
+    """An OCI ``process`` object on its own: the spec of an exec'd process."""
+    if not isinstance(raw, dict):
+        raise InvalidArgument("the exec process spec must be a JSON object (an OCI process)")
+    return _process(raw)
+
+
 def _process(raw: Mapping[str, Any]) -> Process:
     args = raw.get("args")
     if isinstance(args, list) and any(isinstance(a, str) and "\0" in a for a in args):

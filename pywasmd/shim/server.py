@@ -45,6 +45,7 @@ _IMPLEMENTED = {
     "Delete": "delete",
     "Pids": "pids",
     "Kill": "kill",
+    "Exec": "exec",
     "CloseIO": "close_io",
     "ResizePty": "resize_pty",
     "Pause": "pause",

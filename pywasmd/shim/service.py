@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import os
+import posixpath
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,6 +30,7 @@ from pywasmd.api.containerd.types.task import task_pb2 as types
 from pywasmd.engine import TIMEOUT_EXIT_STATUS
 from pywasmd.errors import (
     AlreadyExists,
+    FailedPrecondition,
     Internal,
     InvalidArgument,
     NotFound,
@@ -37,9 +40,9 @@ from pywasmd.errors import (
 from pywasmd.nodeconfig import config_path, load_node_config
 from pywasmd.oci.engine_choice import choose_engine
 from pywasmd.oci.module import LINUX, locate_module, program_kind
-from pywasmd.oci.plan import WasiPlan, host_path, plan_from_spec
+from pywasmd.oci.plan import WasiPlan, host_path, plan_from_spec, split_env
 from pywasmd.oci.runtime_options import runtime_options
-from pywasmd.oci.spec import RuntimeSpec, load_spec
+from pywasmd.oci.spec import Process, RuntimeSpec, load_spec, parse_process
 from pywasmd.shim import hostsetup, mounts, stats
 from pywasmd.shim.cgroups import Cgroup
 from pywasmd.shim.console import TerminalIO
@@ -81,6 +84,7 @@ class Task:
     exit_status: int = 0
     exited_at_ns: int = 0
     exited: asyncio.Event = field(default_factory=asyncio.Event)
+    execs: dict[str, ExecProcess] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -91,10 +95,33 @@ class Task:
         return self.plan is None
 
 
+@dataclass
+class ExecProcess:
+    """A process added to a running container (``ctr task exec``, ``docker exec``).
+
+    In a Wasm container it is another guest in the container's grants, in a worker of
+    its own; in a Linux container, ``runc exec`` runs it (at Start, as runc's shim does).
+    """
+
+    id: str
+    io: ProcessIO | TerminalIO
+    worker: Worker
+    #: The OCI process JSON, for runc; None for a Wasm exec.
+    runc_process: bytes | None = None
+    status: Status = Status.CREATED
+    exit_status: int = 0
+    exited_at_ns: int = 0
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def pid(self) -> int:
+        return self.worker.pid
+
+
 class _RuncInit:
     """A Linux container's init process, as the service sees a worker."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int = 0) -> None:
         self.pid = pid
 
     async def prepare(self, plan: WasiPlan) -> None:
@@ -141,6 +168,13 @@ class TaskService:
     @property
     def task_count(self) -> int:
         return len(self._tasks)
+
+    def _exec(self, id: str, exec_id: str) -> tuple[Task, ExecProcess]:
+        task = self._task(id)
+        try:
+            return task, task.execs[exec_id]
+        except KeyError:
+            raise NotFound(f"exec {exec_id!r} of container {id!r} not found") from None
 
     def _task(self, id: str, exec_id: str = "") -> Task:
         if exec_id:
@@ -315,6 +349,8 @@ class TaskService:
         return locate_module(rootfs, spec.process.args[0], spec.process.cwd)
 
     async def start(self, req: pb.StartRequest) -> pb.StartResponse:
+        if req.exec_id:
+            return await self._start_exec(*self._exec(req.id, req.exec_id))
         task = self._task(req.id, req.exec_id)
         if task.linux:
             return await self._start_linux(task)
@@ -343,6 +379,10 @@ class TaskService:
         return pb.StartResponse(pid=task.pid)
 
     def _on_exit(self, task: Task, status: int) -> None:
+        # The container ends with its init, as under runc: exec'd guests go with it.
+        for ex in task.execs.values():
+            if ex.status is not Status.STOPPED and ex.pid:
+                _kill_quietly(ex.pid, signal.SIGKILL)
         task.status = next_state(task.status, Op.EXIT, task.id)
         task.exit_status = status
         task.exited_at_ns = time.time_ns()
@@ -372,6 +412,12 @@ class TaskService:
         )
 
     async def wait(self, req: pb.WaitRequest) -> pb.WaitResponse:
+        if req.exec_id:
+            _, ex = self._exec(req.id, req.exec_id)
+            await ex.exited.wait()
+            return pb.WaitResponse(
+                exit_status=ex.exit_status, exited_at=_timestamp(ex.exited_at_ns)
+            )
         task = self._task(req.id, req.exec_id)
         await task.exited.wait()
         return pb.WaitResponse(
@@ -379,6 +425,13 @@ class TaskService:
         )
 
     async def kill(self, req: pb.KillRequest) -> empty_pb2.Empty:
+        if req.exec_id:
+            _, ex = self._exec(req.id, req.exec_id)
+            next_state(ex.status, Op.KILL, f"exec {req.exec_id!r}")
+            if not ex.pid:
+                raise FailedPrecondition(f"exec {req.exec_id!r} has not started: nothing to kill")
+            _signal(ex.pid, req.signal, f"exec {req.exec_id!r}")
+            return empty_pb2.Empty()
         task = self._task(req.id, req.exec_id)
         next_state(task.status, Op.KILL, req.id)
         if task.linux and req.all:
@@ -399,6 +452,8 @@ class TaskService:
         return empty_pb2.Empty()
 
     async def delete(self, req: pb.DeleteRequest) -> pb.DeleteResponse:
+        if req.exec_id:
+            return await self._delete_exec(*self._exec(req.id, req.exec_id))
         task = self._task(req.id, req.exec_id)
         next_state(task.status, Op.DELETE, req.id)
         if task.linux:
@@ -410,6 +465,8 @@ class TaskService:
                 await asyncio.wait_for(task.exited.wait(), _KILL_WAIT)
             except TimeoutError:
                 log.warning("delete %s: worker %d did not die after SIGKILL", task.id, task.pid)
+        for ex in list(task.execs.values()):
+            await self._delete_exec(task, ex, force=True)
         task.io.close()
         hostsetup.release(task.bundle)
         if task.mounted:
@@ -432,6 +489,8 @@ class TaskService:
     # --- queries ---------------------------------------------------------------------
 
     async def state(self, req: pb.StateRequest) -> pb.StateResponse:
+        if req.exec_id:
+            return self._exec_state(*self._exec(req.id, req.exec_id))
         task = self._task(req.id, req.exec_id)
         resp = pb.StateResponse(
             id=task.id,
@@ -458,7 +517,8 @@ class TaskService:
             found = await self._runc.pids(task.id, task.bundle)
             pids = [task.pid] + [p for p in found if p != task.pid]
             return pb.PidsResponse(processes=[types.ProcessInfo(pid=p) for p in pids])
-        return pb.PidsResponse(processes=[types.ProcessInfo(pid=task.pid)])
+        running = [ex.pid for ex in task.execs.values() if ex.pid and ex.status is Status.RUNNING]
+        return pb.PidsResponse(processes=[types.ProcessInfo(pid=p) for p in [task.pid, *running]])
 
     async def stats(self, req: pb.StatsRequest) -> pb.StatsResponse:
         task = self._task(req.id)
@@ -471,6 +531,11 @@ class TaskService:
         return pb.ConnectResponse(shim_pid=os.getpid(), task_pid=task.pid if task else 0)
 
     async def close_io(self, req: pb.CloseIORequest) -> empty_pb2.Empty:
+        if req.exec_id:
+            _, ex = self._exec(req.id, req.exec_id)
+            if req.stdin:
+                ex.io.close_stdin()
+            return empty_pb2.Empty()
         task = self._task(req.id, req.exec_id)
         next_state(task.status, Op.CLOSE_IO, req.id)
         if req.stdin:
@@ -510,9 +575,9 @@ class TaskService:
         _kill_quietly(task.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
 
     async def resize_pty(self, req: pb.ResizePtyRequest) -> empty_pb2.Empty:
-        task = self._task(req.id, req.exec_id)
-        if isinstance(task.io, TerminalIO):
-            task.io.resize(req.width, req.height)
+        io = self._exec(req.id, req.exec_id)[1].io if req.exec_id else self._task(req.id).io
+        if isinstance(io, TerminalIO):
+            io.resize(req.width, req.height)
         return empty_pb2.Empty()
 
     async def shutdown(self, req: pb.ShutdownRequest) -> empty_pb2.Empty:
@@ -520,10 +585,169 @@ class TaskService:
             self.shutdown_requested.set()
         return empty_pb2.Empty()
 
+    # --- exec ------------------------------------------------------------------------
+
+    async def exec(self, req: pb.ExecProcessRequest) -> empty_pb2.Empty:
+        task = self._task(req.id)
+        _check_exec_id(req.exec_id)
+        if req.exec_id in task.execs:
+            raise AlreadyExists(f"exec {req.exec_id!r} already exists in container {req.id!r}")
+        if task.status is Status.STOPPED:
+            raise FailedPrecondition(f"container {req.id!r} has stopped: cannot exec in it")
+        try:
+            process = parse_process(json.loads(req.spec.value or b"null"))
+        except ValueError as exc:
+            raise InvalidArgument(
+                f"exec {req.exec_id!r}: the process spec is not JSON: {exc}"
+            ) from None
+        if task.linux:
+            if req.terminal or process.terminal:
+                raise InvalidArgument(
+                    f"exec {req.exec_id!r}: a terminal (-t) in a Linux container of a pywasm "
+                    "shim is not offered; drop -t"
+                )
+            ex = ExecProcess(
+                req.exec_id,
+                ProcessIO(req.stdin, req.stdout, req.stderr),
+                _RuncInit(),
+                runc_process=bytes(req.spec.value),
+            )
+        else:
+            ex = await self._exec_wasm(task, req, process)
+        task.execs[req.exec_id] = ex
+        self._publish("/tasks/exec-added", ev.TaskExecAdded(container_id=task.id, exec_id=ex.id))
+        return empty_pb2.Empty()
+
+    async def _exec_wasm(
+        self, task: Task, req: pb.ExecProcessRequest, process: Process
+    ) -> ExecProcess:
+        assert task.plan is not None
+        module = locate_module(task.rootfs, process.args[0], process.cwd)
+        cwd = posixpath.normpath(process.cwd or "/")
+        # The container's grants, limits and engine; the exec's own argv, env, cwd and user.
+        plan = dataclasses.replace(
+            task.plan,
+            module=module,
+            argv=process.args,
+            env=split_env(process.env),
+            cwd=cwd,
+            uid=process.user.uid,
+            gid=process.user.gid,
+            additional_gids=process.user.additional_gids,
+        )
+        _check_cwd(plan)
+        io: ProcessIO | TerminalIO = (
+            TerminalIO(req.stdin, req.stdout, req.stderr)
+            if req.terminal
+            else ProcessIO(req.stdin, req.stdout, req.stderr)
+        )
+        worker: Worker | None = None
+        try:
+            worker = self._launcher.spawn(io.open(), plan.engine)
+            io.after_spawn()
+            await worker.prepare(plan)
+        except BaseException:
+            if worker is not None:
+                _kill_quietly(worker.pid, signal.SIGKILL)
+                self._reaper.watch(worker.pid, lambda _status: None)
+                worker.close()
+            io.close()
+            raise
+        ex = ExecProcess(req.exec_id, io, worker)
+        self._reaper.watch(worker.pid, lambda status: self._on_exec_exit(task, ex, status))
+        log.info("exec %s in %s: wasm module %s, worker pid %d", ex.id, task.id, module, ex.pid)
+        return ex
+
+    async def _start_exec(self, task: Task, ex: ExecProcess) -> pb.StartResponse:
+        next_state(ex.status, Op.START, f"exec {ex.id!r}")
+        if ex.runc_process is not None:
+            assert self._runc is not None
+            try:
+                pid = await self._runc.exec(
+                    task.id, task.bundle, ex.id, ex.runc_process, ex.io.open()
+                )
+            finally:
+                ex.io.after_spawn()
+            ex.worker = _RuncInit(pid)
+            ex.status = Status.RUNNING
+            self._reaper.watch(pid, lambda status: self._on_exec_exit(task, ex, status))
+        else:
+            if task.cgroup is not None:
+                with contextlib.suppress(OSError):
+                    task.cgroup.add(ex.pid)
+            ex.status = Status.RUNNING
+            try:
+                await ex.worker.start()
+            except OSError as exc:
+                log.warning("exec %s: worker %d is gone: %s", ex.id, ex.pid, exc)
+        self._publish(
+            "/tasks/exec-started",
+            ev.TaskExecStarted(container_id=task.id, exec_id=ex.id, pid=ex.pid),
+        )
+        return pb.StartResponse(pid=ex.pid)
+
+    def _on_exec_exit(self, task: Task, ex: ExecProcess, status: int) -> None:
+        ex.status = Status.STOPPED
+        ex.exit_status = status
+        ex.exited_at_ns = time.time_ns()
+        ex.worker.close()
+        ex.io.close()
+        ex.exited.set()
+        self._publish(
+            "/tasks/exit",
+            ev.TaskExit(
+                container_id=task.id,
+                id=ex.id,
+                pid=ex.pid,
+                exit_status=status,
+                exited_at=_timestamp(ex.exited_at_ns),
+            ),
+        )
+
+    async def _delete_exec(
+        self, task: Task, ex: ExecProcess, force: bool = False
+    ) -> pb.DeleteResponse:
+        if ex.status is Status.RUNNING and not force:
+            raise FailedPrecondition(f"exec {ex.id!r} is running: kill it first")
+        if ex.status is not Status.STOPPED and ex.pid:
+            _kill_quietly(ex.pid, signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ex.exited.wait(), _KILL_WAIT)
+        ex.io.close()
+        task.execs.pop(ex.id, None)
+        exited_at = _timestamp(ex.exited_at_ns or time.time_ns())
+        return pb.DeleteResponse(pid=ex.pid, exit_status=ex.exit_status, exited_at=exited_at)
+
+    def _exec_state(self, task: Task, ex: ExecProcess) -> pb.StateResponse:
+        resp = pb.StateResponse(
+            id=ex.id,
+            bundle=task.bundle,
+            pid=ex.pid,
+            status=int(ex.status),  # type: ignore[arg-type]
+            stdin=ex.io.stdin,
+            stdout=ex.io.stdout,
+            stderr=ex.io.stderr,
+            terminal=isinstance(ex.io, TerminalIO),
+            exit_status=ex.exit_status,
+            exec_id=ex.id,
+        )
+        if ex.exited_at_ns:
+            resp.exited_at.CopyFrom(_timestamp(ex.exited_at_ns))
+        return resp
+
     # --- not offered yet ---------------------------------------------------------------
 
     async def unimplemented(self, method: str) -> None:
         raise Unimplemented(f"{method} is not implemented by the pywasm shim yet")
+
+
+def _signal(pid: int, sig: int, what: str) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        raise NotFound(f"{what}: process already finished") from None
+    except (ValueError, OSError) as exc:
+        raise InvalidArgument(f"{what}: cannot send signal {sig}: {exc}") from exc
 
 
 def _kill_quietly(pid: int, sig: int) -> None:
@@ -531,6 +755,17 @@ def _kill_quietly(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except OSError:
         pass
+
+
+def _check_exec_id(exec_id: str) -> None:
+    # The id names files in the bundle (runc's process spec): keep it a plain name.
+    if (
+        not exec_id
+        or len(exec_id) > 128
+        or exec_id.strip("._-") == ""
+        or not all(c.isascii() and (c.isalnum() or c in "._-") for c in exec_id)
+    ):
+        raise InvalidArgument(f"exec id {exec_id!r} must be 1-128 letters, digits, '.', '_' or '-'")
 
 
 def _check_cwd(plan: WasiPlan) -> None:
