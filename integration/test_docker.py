@@ -510,6 +510,26 @@ def test_linux_image_with_the_pywasm_runtime(dockerd: Dockerd) -> None:
         dockerd.docker("rm", "-f", cid, timeout=60)
 
 
+def test_exec(dockerd: Dockerd) -> None:
+    """`docker exec` runs another guest in a Wasm container, as it runs a process under runc."""
+    wasm, linux = new_id("exec-wasm"), new_id("exec-runc")
+    start_wasm(dockerd, wasm, "sleep", "300")
+    start_linux(dockerd, linux, "sleep", "300")
+    try:
+        r = dockerd.docker("exec", wasm, "/sleep.wasm", "0")
+        assert (r.returncode, r.stdout) == (0, "sleeping 0\nslept\n"), explain(r)
+        r = dockerd.docker("exec", linux, "sh", "-c", "echo hi; exit 3")
+        assert (r.returncode, r.stdout) == (3, "hi\n"), explain(r)
+        # Docker prints a failed exec on stdout; a missing program is 127 under runc too.
+        r = dockerd.docker("exec", wasm, "/missing.wasm")
+        assert r.returncode == 127, explain(r)
+        assert "/missing.wasm" in r.stdout, explain(r)
+        r = dockerd.docker("exec", linux, "/missing")
+        assert r.returncode == 127, explain(r)
+    finally:
+        dockerd.docker("rm", "-f", wasm, linux, timeout=60)
+
+
 def _percent(text: str) -> float:
     return float(text.strip().rstrip("%") or 0)
 

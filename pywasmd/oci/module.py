@@ -58,7 +58,8 @@ def locate_module(rootfs: str, arg0: str, cwd: str = "/") -> str:
         st = os.stat(host)
     except FileNotFoundError:
         raise InvalidArgument(
-            f"Wasm module {arg0!r} not found in the container rootfs; {hint}"
+            f"Wasm module {arg0!r} not found in the container rootfs (no such file or "
+            f"directory); {hint}"
         ) from None
     except OSError as exc:
         raise InvalidArgument(f"Wasm module {arg0!r} cannot be read: {exc.strerror}") from None
