@@ -518,6 +518,8 @@ def test_exec(dockerd: Dockerd) -> None:
     try:
         r = dockerd.docker("exec", wasm, "/sleep.wasm", "0")
         assert (r.returncode, r.stdout) == (0, "sleeping 0\nslept\n"), explain(r)
+        r = dockerd.docker("exec", "-t", wasm, "/sleep.wasm", "0")
+        assert (r.returncode, r.stdout) == (0, "sleeping 0\r\nslept\r\n"), explain(r)
         r = dockerd.docker("exec", linux, "sh", "-c", "echo hi; exit 3")
         assert (r.returncode, r.stdout) == (3, "hi\n"), explain(r)
         # Docker prints a failed exec on stdout; a missing program is 127 under runc too.
