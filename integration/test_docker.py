@@ -430,6 +430,26 @@ def test_memory_limit(dockerd: Dockerd) -> None:
     assert (r.returncode, r.stdout) == (0, "hello from wasm\n"), explain(r)
 
 
+def test_update_resources(dockerd: Dockerd) -> None:
+    """`docker update` changes a running container's cgroup limits (the Update RPC)."""
+    wasm, linux = new_id("upd-wasm"), new_id("upd-linux")
+    ids = {
+        wasm: start_wasm(dockerd, wasm, "sleep", "300", opts=("--memory", "64m")),
+        linux: dockerd.docker("run", "-d", "--name", linux, "--runtime", PYWASM, *LINUX,
+                              "--memory", "64m", BUSYBOX, "sleep", "300").stdout.strip(),
+    }  # fmt: skip
+    try:
+        for cname, cid in ids.items():
+            r = dockerd.docker("update", "--memory", "96m", "--memory-swap", "192m", cname)
+            assert r.returncode == 0, explain(r)
+            limit = Path(f"/sys/fs/cgroup/memory/docker/{cid}/memory.limit_in_bytes")
+            assert int(limit.read_text()) == 96 * 1024 * 1024, cname
+            r = dockerd.docker("stats", "--no-stream", "--format", "{{.MemUsage}}", cname)
+            assert r.stdout.strip().endswith("/ 96MiB"), explain(r)
+    finally:
+        dockerd.docker("rm", "-f", wasm, linux)
+
+
 def test_interactive_piped_stdin(dockerd: Dockerd) -> None:
     data = "line one\nline two\n" * 1000
     r = run_wasm(dockerd, "cat", opts=("-i",), input=data)

@@ -102,7 +102,20 @@ def parse_spec(raw: Mapping[str, Any]) -> RuntimeSpec:
     mounts = tuple(_mount(i, m) for i, m in enumerate(_list(raw, "mounts")))
     annotations = _obj(raw, "annotations", required=False)
     linux = _obj(raw, "linux", required=False)
-    res_raw = _obj(linux, "resources", required=False)
+    resources = parse_resources(_obj(linux, "resources", required=False))
+    return RuntimeSpec(
+        process=process,
+        root=root,
+        mounts=mounts,
+        annotations={str(k): str(v) for k, v in annotations.items()},
+        memory_limit=resources.memory_limit,
+        cgroups_path=_str(linux, "linux.cgroupsPath", "cgroupsPath", ""),
+        resources=resources,
+    )
+
+
+def parse_resources(res_raw: Mapping[str, Any]) -> Resources:
+    """``linux.resources`` (also the body of an Update): what pywasm enforces of it."""
     memory = _obj(res_raw, "memory", required=False)
     cpu = _obj(res_raw, "cpu", required=False)
     pids = _obj(res_raw, "pids", required=False)
@@ -120,21 +133,12 @@ def parse_spec(raw: Mapping[str, Any]) -> RuntimeSpec:
             f"linux.resources.pids.limit {pids_limit} is too low for a Wasm container: the "
             f"engine runs the guest with a few threads of its own; give at least {MIN_PIDS}"
         )
-    resources = Resources(
+    return Resources(
         memory_limit=limit if limit is not None and limit > 0 else None,
         cpu_shares=_int(cpu, "linux.resources.cpu.shares", "shares"),
         cpu_quota=_int(cpu, "linux.resources.cpu.quota", "quota"),
         cpu_period=_int(cpu, "linux.resources.cpu.period", "period"),
         pids_limit=pids_limit,
-    )
-    return RuntimeSpec(
-        process=process,
-        root=root,
-        mounts=mounts,
-        annotations={str(k): str(v) for k, v in annotations.items()},
-        memory_limit=resources.memory_limit,
-        cgroups_path=_str(linux, "linux.cgroupsPath", "cgroupsPath", ""),
-        resources=resources,
     )
 
 

@@ -94,6 +94,13 @@ class Cgroup:
         else:
             self._apply_v1(res)
 
+    def update(self, res: Resources) -> None:
+        """New limits for a running container (Update: ``docker update``, kubelet resize)."""
+        if self.v2:
+            self._apply_v2(res)
+        else:
+            self._apply_v1(res)
+
     def _apply_v1(self, res: Resources) -> None:
         mem, cpu, pids = self._dir("memory"), self._dir("cpu"), self._dir("pids")
         if res.memory_limit:

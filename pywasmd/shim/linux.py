@@ -157,6 +157,16 @@ class Runc:
     async def kill_all(self, id: str, bundle: str, sig: int) -> None:
         await self._check(bundle, "kill", "kill", "--all", id, str(sig))
 
+    async def update(self, id: str, bundle: str, resources: bytes) -> None:
+        """``runc update --resources``: the OCI LinuxResources JSON as containerd sends it."""
+        path = os.path.join(bundle, "pywasm-update.json")
+        _write_file(path, resources)
+        try:
+            await self._check(bundle, "update", "update", "--resources", path, id)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
     async def pause(self, id: str, bundle: str) -> None:
         await self._check(bundle, "pause", "pause", id)
 

@@ -46,6 +46,7 @@ _IMPLEMENTED = {
     "Pids": "pids",
     "Kill": "kill",
     "Exec": "exec",
+    "Update": "update",
     "CloseIO": "close_io",
     "ResizePty": "resize_pty",
     "Pause": "pause",

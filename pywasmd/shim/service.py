@@ -42,7 +42,7 @@ from pywasmd.oci.engine_choice import choose_engine
 from pywasmd.oci.module import LINUX, locate_module, program_kind
 from pywasmd.oci.plan import WasiPlan, host_path, plan_from_spec, split_env
 from pywasmd.oci.runtime_options import runtime_options
-from pywasmd.oci.spec import Process, RuntimeSpec, load_spec, parse_process
+from pywasmd.oci.spec import Process, RuntimeSpec, load_spec, parse_process, parse_resources
 from pywasmd.shim import hostsetup, mounts, stats
 from pywasmd.shim.cgroups import Cgroup
 from pywasmd.shim.console import TerminalIO
@@ -583,6 +583,41 @@ class TaskService:
     async def shutdown(self, req: pb.ShutdownRequest) -> empty_pb2.Empty:
         if not self._tasks:
             self.shutdown_requested.set()
+        return empty_pb2.Empty()
+
+    async def update(self, req: pb.UpdateTaskRequest) -> empty_pb2.Empty:
+        task = self._task(req.id)
+        if task.status is Status.STOPPED:
+            raise FailedPrecondition(f"container {req.id!r} has stopped: nothing to update")
+        if task.linux:
+            assert self._runc is not None
+            await self._runc.update(task.id, task.bundle, bytes(req.resources.value))
+            return empty_pb2.Empty()
+        try:
+            raw = json.loads(req.resources.value or b"{}")
+        except ValueError as exc:
+            raise InvalidArgument(f"Update {req.id!r}: resources are not JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise InvalidArgument(f"Update {req.id!r}: resources must be a LinuxResources object")
+        resources = parse_resources(raw)
+        if task.cgroup is None or task.cgroup.shared:
+            raise FailedPrecondition(
+                f"container {req.id!r} has no cgroup of its own (no linux.cgroupsPath, or one "
+                "shared with others): its resources cannot be changed while it runs"
+            )
+        try:
+            task.cgroup.update(resources)
+        except OSError as exc:
+            raise InvalidArgument(f"Update {req.id!r}: the cgroup refused: {exc}") from exc
+        assert task.plan is not None
+        if resources.memory_limit and resources.memory_limit != task.plan.memory_limit:
+            # The engine's own cap was fixed when the guest started; the cgroup's is live.
+            log.info(
+                "%s: memory limit now %d bytes in the cgroup (the engine keeps %s)",
+                task.id,
+                resources.memory_limit,
+                task.plan.memory_limit,
+            )
         return empty_pb2.Empty()
 
     # --- exec ------------------------------------------------------------------------
