@@ -108,7 +108,26 @@ def find_leaks(ctrd: Containerd, sockets_before: set[str]) -> list[str]:
     stale = _stale_sockets() - sockets_before
     if stale:
         leaks.append(f"stale shim sockets left: {sorted(stale)}")
+    runc_left = runc_state_of(ctrd)
+    if runc_left:
+        leaks.append(f"runc state left by the shim's Linux path: {runc_left}")
     return leaks
+
+
+RUNC_STATE = Path("/run/pywasm/runc")
+
+
+def runc_state_of(ctrd: Containerd) -> list[str]:
+    """Containers the shim's runc still knows whose bundle lives in this containerd's state."""
+    left = []
+    for state in RUNC_STATE.glob("*/*/state.json"):
+        try:
+            text = state.read_text(errors="replace")
+        except OSError:
+            continue
+        if f"bundle={ctrd.state}/" in text:
+            left.append(str(state.parent))
+    return left
 
 
 @pytest.fixture(autouse=True)
