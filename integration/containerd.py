@@ -5,6 +5,14 @@ socket under /run, its own log file, and never touches a system containerd. `sto
 pid, ends the processes its shims started (found by this containerd's address in their arguments
 or environment, plus their descendants), unmounts whatever is left under its directories and
 removes them. Set PYWASMD_IT_KEEP=1 to keep the temporary directory (log, config, root).
+
+`Containerd(version, cri=True)` keeps containerd's CRI plugin on, as on a Kubernetes node: the
+pywasm runtime handler comes from the shipped snippet (`pywasm config containerd --version N`,
+the text of packaging/containerd/config-N.x.toml) appended to the config unchanged; the sandbox
+(pause) image is a locally imported one (`sandbox_image`), so no image is ever pulled; CNI's conf
+and bin dirs are empty private directories (pods use the node's network); CRI's own root and
+state live under this instance's root and state (containerd gives each plugin a directory
+there), pod logs under `<tmp>/pods`. `stop()` first stops and removes every pod through CRI.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ C21_PREFIX = REPO / ".cache" / "containerd-2.1"
 SYSTEM_PATH = "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 VERSIONS = ("1.6", "2.1")
+#: The pause image the CRI tests import (integration/cri_images.py) and CRI is told to use.
+PAUSE_IMAGE = "docker.io/library/pw-pause:latest"
 HOST_SENTINEL = "PYWASMD_IT_HOST_SENTINEL"
 _counter = itertools.count()
 _ids = itertools.count(1)
@@ -116,10 +126,19 @@ def _pids() -> Iterator[int]:
 class Containerd:
     """One private containerd process. Use as a context manager or call start()/stop()."""
 
-    def __init__(self, version: str, *, log_level: str = "debug") -> None:
+    def __init__(
+        self,
+        version: str,
+        *,
+        log_level: str = "debug",
+        cri: bool = False,
+        sandbox_image: str = PAUSE_IMAGE,
+    ) -> None:
         self.flavor = flavor(version)
         self.version = version
         self.log_level = log_level
+        self.cri = cri
+        self.sandbox_image = sandbox_image
         n = next(_counter)
         suffix = f"{os.getpid()}" + (f"-{n}" if n else "")
         self.tmp = Path(tempfile.mkdtemp(prefix=f"pywasmd-it-{version}-"))
@@ -128,6 +147,11 @@ class Containerd:
         self.address = str(self.state / "containerd.sock")
         self.config = self.tmp / "config.toml"
         self.log = self.tmp / "containerd.log"
+        self.cni_conf_dir = self.tmp / "cni" / "net.d"
+        self.cni_bin_dir = self.tmp / "cni" / "bin"
+        self.pod_logs = self.tmp / "pods"
+        #: the runtime snippet appended to the config (CRI only), as `pywasm config` printed it
+        self.cri_snippet = ""
         self.proc: subprocess.Popen[bytes] | None = None
         self.env = self._environment()
         self.start_seconds = 0.0
@@ -143,6 +167,8 @@ class Containerd:
         return env
 
     def _config_text(self) -> str:
+        if self.cri:
+            return self._cri_config_text()
         if self.flavor.config_version == 2:
             disabled = '["io.containerd.grpc.v1.cri"]'
         else:
@@ -150,6 +176,9 @@ class Containerd:
                 '["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images",'
                 ' "io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri"]'
             )
+        return self._base_config(disabled)
+
+    def _base_config(self, disabled: str) -> str:
         return (
             f"version = {self.flavor.config_version}\n"
             f'root = "{self.root}"\n'
@@ -161,6 +190,77 @@ class Containerd:
             f'  level = "{self.log_level}"\n'
         )
 
+    def shipped_cri_snippet(self) -> str:
+        """What `pywasm config containerd --version N` prints for this containerd."""
+        major = self.version.split(".")[0]
+        argv = [str(VENV_BIN / "pywasm"), "config", "containerd", "--version", major]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        if r.returncode != 0 or not r.stdout.strip():
+            raise ContainerdError(f"{' '.join(argv)} exited {r.returncode}:\n{r.stdout}{r.stderr}")
+        return r.stdout
+
+    def _cri_config_text(self) -> str:
+        """CRI on, NRI off (its socket would be the host's /var/run/nri), CDI off, nothing
+        read from /etc/cni or /opt/cni, runc (cgroupfs) as the default handler, pywasm from
+        the shipped snippet. `restrict_oom_score_adj`: CRI gives a sandbox oom_score_adj -998,
+        which these machines refuse (no CAP_SYS_RESOURCE; runc init fails with "failed to
+        update /proc/self/oom_score_adj: Permission denied"); restricted, CRI asks for no less
+        than containerd's own score."""
+        self.cri_snippet = self.shipped_cri_snippet()
+        if self.flavor.config_version == 2:  # containerd 1.6
+            cri = '"io.containerd.grpc.v1.cri"'
+            body = (
+                f"[plugins.{cri}]\n"
+                f'  sandbox_image = "{self.sandbox_image}"\n'
+                '  stream_server_address = "127.0.0.1"\n'
+                '  stream_server_port = "0"\n'
+                "  enable_selinux = false\n"
+                "  restrict_oom_score_adj = true\n"
+                f"[plugins.{cri}.cni]\n"
+                f'  bin_dir = "{self.cni_bin_dir}"\n'
+                f'  conf_dir = "{self.cni_conf_dir}"\n'
+                f"[plugins.{cri}.containerd]\n"
+                '  snapshotter = "overlayfs"\n'
+                '  default_runtime_name = "runc"\n'
+                f"[plugins.{cri}.containerd.runtimes.runc]\n"
+                '  runtime_type = "io.containerd.runc.v2"\n'
+                f"[plugins.{cri}.containerd.runtimes.runc.options]\n"
+                "  SystemdCgroup = false\n"
+            )
+            disabled = "[]"
+        else:  # containerd 2.x
+            images = '"io.containerd.cri.v1.images"'
+            runtime = '"io.containerd.cri.v1.runtime"'
+            body = (
+                f"[plugins.{images}]\n"
+                '  snapshotter = "overlayfs"\n'
+                f"[plugins.{images}.pinned_images]\n"
+                f'  sandbox = "{self.sandbox_image}"\n'
+                f"[plugins.{runtime}]\n"
+                "  enable_selinux = false\n"
+                "  enable_cdi = false\n"
+                "  restrict_oom_score_adj = true\n"
+                f"[plugins.{runtime}.cni]\n"
+                f'  bin_dirs = ["{self.cni_bin_dir}"]\n'
+                f'  conf_dir = "{self.cni_conf_dir}"\n'
+                f"[plugins.{runtime}.containerd]\n"
+                '  default_runtime_name = "runc"\n'
+                f"[plugins.{runtime}.containerd.runtimes.runc]\n"
+                '  runtime_type = "io.containerd.runc.v2"\n'
+                f"[plugins.{runtime}.containerd.runtimes.runc.options]\n"
+                "  SystemdCgroup = false\n"
+                '[plugins."io.containerd.grpc.v1.cri"]\n'
+                '  stream_server_address = "127.0.0.1"\n'
+                '  stream_server_port = "0"\n'
+            )
+            disabled = '["io.containerd.nri.v1.nri"]'
+        return (
+            self._base_config(disabled)
+            + body
+            + "\n# --- the shipped pywasm snippet, unchanged ---\n"
+            + self.cri_snippet
+        )
+
     def start(self, timeout: float = 30.0) -> Containerd:
         for binary in (self.flavor.containerd, self.flavor.ctr):
             if not binary.exists():
@@ -170,6 +270,9 @@ class Containerd:
             raise ContainerdError(f"state directory {self.state} already exists")
         self.root.mkdir(parents=True)
         self.state.mkdir(parents=True)
+        if self.cri:
+            for d in (self.cni_conf_dir, self.cni_bin_dir, self.pod_logs):
+                d.mkdir(parents=True)
         self.config.write_text(self._config_text())
         return self._launch(timeout)
 
@@ -340,7 +443,18 @@ class Containerd:
             for c in containers.split():
                 self.ctr("containers", "rm", c, namespace=ns, timeout=20)
 
+    def cleanup_cri(self) -> list[str]:
+        """Stop and remove every pod and container through CRI (best effort, CRI only)."""
+        if not self.cri or self.proc is None or self.proc.poll() is not None:
+            return []
+        from integration.cri import CriClient
+
+        with CriClient(self.address, timeout=30) as client:
+            return client.remove_everything()
+
     def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.cleanup_cri()
         with contextlib.suppress(Exception):
             self.cleanup_tasks()
         if self.proc is not None and self.proc.poll() is None:
