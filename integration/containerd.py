@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -152,6 +153,12 @@ class Containerd:
         self.pod_logs = self.tmp / "pods"
         #: the runtime snippet appended to the config (CRI only), as `pywasm config` printed it
         self.cri_snippet = ""
+        #: ids (CRI pod sandbox ids) whose shim servers belong to this containerd even when
+        #: their process title does not show its address: the pywasm server's title
+        #: (`containerd-shim-pywasm-v1 -namespace NS -id ID -address ADDR`) is cut to the
+        #: argv+environ space of the process that forked it, and with a 64-character CRI id
+        #: the address is cut off.
+        self.shim_ids: set[str] = set()
         self.proc: subprocess.Popen[bytes] | None = None
         self.env = self._environment()
         self.start_seconds = 0.0
@@ -412,7 +419,9 @@ class Containerd:
             children.setdefault(stat[1], []).append(pid)
             argv = _cmdline(pid)
             # A shim server renamed by setproctitle has one argv entry: its whole title.
-            titled = bool(argv) and f"-address {self.address}" in argv[0]
+            titled = bool(argv) and (
+                f"-address {self.address}" in argv[0] or self._known_title(argv[0])
+            )
             if titled or any(self.address in a for a in argv[1:]) or needle in _environ(pid):
                 roots.add(pid)
         found, todo = set(), list(roots)
@@ -422,6 +431,12 @@ class Containerd:
                 found.add(pid)
                 todo += children.get(pid, [])
         return sorted(found)
+
+    def _known_title(self, title: str) -> bool:
+        if not self.shim_ids or not title.startswith("containerd-shim-"):
+            return False
+        m = re.search(r" -id (\S+)", title)
+        return m is not None and m.group(1) in self.shim_ids
 
     def mounts(self) -> list[str]:
         return mounts_under(self.root, self.state)

@@ -56,10 +56,13 @@ class CriClient:
         self.address = address
         self.timeout = timeout
         self.channel = grpc.insecure_channel(f"unix://{address}")
-        self._runtime = cri_grpc.RuntimeServiceStub(self.channel)
-        self._images = cri_grpc.ImageServiceStub(self.channel)
+        # grpc_tools writes no type stubs for the service modules.
+        self._runtime = cri_grpc.RuntimeServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        self._images = cri_grpc.ImageServiceStub(self.channel)  # type: ignore[no-untyped-call]
         #: every call made, in order: "RunPodSandbox(handler=pywasm)", "StartContainer(<id>)"...
         self.calls: list[str] = []
+        #: every pod sandbox id RunPodSandbox returned
+        self.pod_ids: set[str] = set()
 
     def close(self) -> None:
         self.channel.close()
@@ -102,6 +105,7 @@ class CriClient:
             f"{config.metadata.name}, handler={handler!r}",
             None,
         )
+        self.pod_ids.add(str(resp.pod_sandbox_id))
         return str(resp.pod_sandbox_id)
 
     def stop_pod_sandbox(self, pod_id: str, timeout: float | None = None) -> None:
@@ -297,7 +301,8 @@ def container_config(
         image=cri.ImageSpec(image=image),
         command=list(command),
         args=list(args),
-        envs=[cri.KeyValue(key=k, value=v) for k, v in (envs or {}).items()],
+        # KeyValue.value is bytes since cri-api v0.35 (string before: same wire encoding).
+        envs=[cri.KeyValue(key=k, value=v.encode()) for k, v in (envs or {}).items()],
         labels=dict(labels or {}),
         log_path=f"{name}/0.log",
         linux=cri.LinuxContainerConfig(
