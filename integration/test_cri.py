@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -421,6 +423,22 @@ def test_wasm_and_linux_sidecar_pod(node: Node) -> None:
     assert any(re.search(r"Linux program.*runc", line) for line in about(side)), log
     assert any("wasm module" in line for line in about(wasm)), log
     assert not any("runc" in line for line in about(wasm)), "the Wasm guest went to runc"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_pause_exits_0_on_term_and_int(sig: signal.Signals) -> None:
+    """The sandbox program blocks until SIGTERM/SIGINT, then exits 0 (CRI itself stops a
+    sandbox with SIGKILL on both versions, so the pods above never show this)."""
+    proc = subprocess.Popen([str(cri_images.pause_binary())])
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(0.5)
+        proc.send_signal(sig)
+        assert proc.wait(5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
 
 
 def test_runtimeclass_names_the_configured_handler() -> None:
