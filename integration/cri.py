@@ -61,8 +61,9 @@ class CriClient:
         self._images = cri_grpc.ImageServiceStub(self.channel)  # type: ignore[no-untyped-call]
         #: every call made, in order: "RunPodSandbox(handler=pywasm)", "StartContainer(<id>)"...
         self.calls: list[str] = []
-        #: every pod sandbox id RunPodSandbox returned
+        #: every pod sandbox id RunPodSandbox returned, every container id CreateContainer did
         self.pod_ids: set[str] = set()
+        self.container_ids: set[str] = set()
 
     def close(self) -> None:
         self.channel.close()
@@ -142,6 +143,7 @@ class CriClient:
         resp: cri.CreateContainerResponse = self._call(
             self._runtime, "CreateContainer", req, f"{pod_id[:12]}, {config.metadata.name}", None
         )
+        self.container_ids.add(str(resp.container_id))
         return str(resp.container_id)
 
     def start_container(self, container_id: str) -> None:

@@ -11,7 +11,8 @@ containerd 1.6.20 and 2.1.9 whose pywasm runtime handler comes from the shipped 
 - the shipped RuntimeClass names the handler the containerd snippet declares.
 
 After every test nothing may be left: no pod, container or task in k8s.io, no shim process, no
-mount, no runc state, no stale shim socket, and no image pull attempted.
+mount, no cgroup of a pod or container, no runc state, no stale shim socket, and no image pull
+attempted.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ RUNC_SHIM = "containerd-shim-runc-v2"
 HANDLER = "pywasm"
 SHIM_EXIT_SECONDS = 15.0
 LEAK_GRACE_SECONDS = 10.0
+# CRI gives a container without a cgroup_parent the cgroup /k8s.io/<id> (cgroupfs, v1 here).
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 _START_ERRORS: dict[str, str] = {}
 
@@ -125,6 +128,13 @@ def find_leaks(n: Node, sockets_before: set[str]) -> list[str]:
     mounts = n.ctrd.mounts()
     if mounts:
         leaks.append(f"mounts left: {mounts}")
+    cgroups = [
+        str(d)
+        for d in CGROUP_ROOT.glob(f"*/{K8S_NAMESPACE}/*")
+        if d.is_dir() and d.name in n.client.pod_ids | n.client.container_ids
+    ]
+    if cgroups:
+        leaks.append(f"cgroups left: {cgroups}")
     runc_left = runc_state_of(n.ctrd)
     if runc_left:
         leaks.append(f"runc state left by the shim's Linux path: {runc_left}")
@@ -374,6 +384,11 @@ def test_wasm_and_linux_sidecar_pod(node: Node) -> None:
             "wasm": container_pid(node, wasm),
             "sidecar": container_pid(node, side),
         }
+        # Each in the cgroup CRI asked for (cgroupsPath /k8s.io/<id>, cgroupfs).
+        for name, cid in (("sandbox", pod), ("wasm", wasm), ("sidecar", side)):
+            procs = CGROUP_ROOT / "memory" / K8S_NAMESPACE / cid / "cgroup.procs"
+            assert procs.exists(), f"no memory cgroup for the {name} ({procs})"
+            assert str(pids[name]) in procs.read_text().split(), f"{name} not in {procs}"
         parents = {name: parent_of(pid) for name, pid in pids.items()}
         assert set(parents.values()) == {shim}, f"shim {shim}; parents {parents}"
         assert pywasm_servers(node) == [shim]
