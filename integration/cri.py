@@ -161,6 +161,31 @@ class CriClient:
             self.timeout + timeout,
         )
 
+    def exec_sync(
+        self, container_id: str, cmd: list[str], timeout: int = 20
+    ) -> tuple[int, bytes, bytes]:
+        """What kubelet's exec probes and `crictl exec -s` do: exit code, stdout, stderr."""
+        req = cri.ExecSyncRequest(container_id=container_id, cmd=cmd, timeout=timeout)
+        resp: cri.ExecSyncResponse = self._call(
+            self._runtime, "ExecSync", req, f"{container_id}, {cmd}", self.timeout + timeout
+        )
+        return int(resp.exit_code), bytes(resp.stdout), bytes(resp.stderr)
+
+    def container_stats(self, container_id: str) -> cri.ContainerStats:
+        req = cri.ContainerStatsRequest(container_id=container_id)
+        resp: cri.ContainerStatsResponse = self._call(
+            self._runtime, "ContainerStats", req, container_id, None
+        )
+        return resp.stats
+
+    def update_memory_limit(self, container_id: str, limit: int) -> None:
+        """UpdateContainerResources with a new memory limit (kubelet's in-place resize)."""
+        req = cri.UpdateContainerResourcesRequest(
+            container_id=container_id,
+            linux=cri.LinuxContainerResources(memory_limit_in_bytes=limit),
+        )
+        self._call(self._runtime, "UpdateContainerResources", req, container_id, None)
+
     def remove_container(self, container_id: str) -> None:
         req = cri.RemoveContainerRequest(container_id=container_id)
         self._call(self._runtime, "RemoveContainer", req, container_id, None)

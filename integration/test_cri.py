@@ -394,6 +394,20 @@ def test_wasm_and_linux_sidecar_pod(node: Node) -> None:
         assert pywasm_servers(node) == [shim]
         assert not runc_shims(node), "a runc shim took part in a pywasm pod"
 
+        # ExecSync (kubelet's exec probes, `crictl exec`): another guest in the Wasm
+        # container, `runc exec` in the sidecar.
+        code, out, err = node.client.exec_sync(wasm, ["/sleep.wasm", "0"])
+        assert (code, out) == (0, b"sleeping 0\nslept\n"), (code, out, err)
+        code, out, err = node.client.exec_sync(side, ["sh", "-c", "echo probe; exit 2"])
+        assert (code, out) == (2, b"probe\n"), (code, out, err)
+        # ContainerStats and UpdateContainerResources, from and to the containers' cgroups.
+        for name, cid in (("wasm", wasm), ("sidecar", side)):
+            stats = node.client.container_stats(cid)
+            assert stats.memory.working_set_bytes.value > 0, f"{name}: {stats}"
+            node.client.update_memory_limit(cid, 96 * 1024 * 1024)
+            limit = CGROUP_ROOT / "memory" / K8S_NAMESPACE / cid / "memory.limit_in_bytes"
+            assert int(limit.read_text()) == 96 * 1024 * 1024, f"{name}: {limit}"
+
         # The Wasm guest ends on SIGTERM: 128+15, well before the timeout.
         t0 = time.monotonic()
         node.client.stop_container(wasm, timeout=10)
