@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from pywasmd.errors import InvalidArgument
 from pywasmd.oci.grants import HostSetup, KindOf, Preopen, grant_mounts, host_kind
-from pywasmd.oci.spec import RuntimeSpec
+from pywasmd.oci.spec import RuntimeSpec, check_wasm_resources
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,7 @@ def plan_from_spec(
     ``scratch`` is a private directory of the container for the host side of tmpfs and
     single-file mounts; ``kind_of`` tells directories from files on the host.
     """
+    check_wasm_resources(spec.resources)
     cwd = posixpath.normpath(spec.process.cwd) if spec.process.cwd else "/"
     if not cwd.startswith("/"):
         raise InvalidArgument(f"process.cwd {spec.process.cwd!r} must be an absolute path")

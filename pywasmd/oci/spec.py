@@ -128,11 +128,6 @@ def parse_resources(res_raw: Mapping[str, Any]) -> Resources:
             "or leave it out for no limit"
         )
     pids_limit = _int(pids, "linux.resources.pids.limit", "limit")
-    if pids_limit is not None and 0 < pids_limit < MIN_PIDS:
-        raise InvalidArgument(
-            f"linux.resources.pids.limit {pids_limit} is too low for a Wasm container: the "
-            f"engine runs the guest with a few threads of its own; give at least {MIN_PIDS}"
-        )
     return Resources(
         memory_limit=limit if limit is not None and limit > 0 else None,
         cpu_shares=_int(cpu, "linux.resources.cpu.shares", "shares"),
@@ -140,6 +135,15 @@ def parse_resources(res_raw: Mapping[str, Any]) -> Resources:
         cpu_period=_int(cpu, "linux.resources.cpu.period", "period"),
         pids_limit=pids_limit,
     )
+
+
+def check_wasm_resources(res: Resources) -> None:
+    """What a Wasm container needs beyond any container (a Linux one goes to runc as it is)."""
+    if res.pids_limit is not None and 0 < res.pids_limit < MIN_PIDS:
+        raise InvalidArgument(
+            f"linux.resources.pids.limit {res.pids_limit} is too low for a Wasm container: the "
+            f"engine runs the guest with a few threads of its own; give at least {MIN_PIDS}"
+        )
 
 
 def parse_process(raw: object) -> Process:

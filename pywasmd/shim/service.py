@@ -42,7 +42,14 @@ from pywasmd.oci.engine_choice import choose_engine
 from pywasmd.oci.module import LINUX, locate_module, program_kind
 from pywasmd.oci.plan import WasiPlan, host_path, plan_from_spec, split_env
 from pywasmd.oci.runtime_options import runtime_options
-from pywasmd.oci.spec import Process, RuntimeSpec, load_spec, parse_process, parse_resources
+from pywasmd.oci.spec import (
+    Process,
+    RuntimeSpec,
+    check_wasm_resources,
+    load_spec,
+    parse_process,
+    parse_resources,
+)
 from pywasmd.shim import hostsetup, mounts, stats
 from pywasmd.shim.cgroups import Cgroup
 from pywasmd.shim.console import TerminalIO
@@ -600,6 +607,7 @@ class TaskService:
         if not isinstance(raw, dict):
             raise InvalidArgument(f"Update {req.id!r}: resources must be a LinuxResources object")
         resources = parse_resources(raw)
+        check_wasm_resources(resources)
         if task.cgroup is None or task.cgroup.shared:
             raise FailedPrecondition(
                 f"container {req.id!r} has no cgroup of its own (no linux.cgroupsPath, or one "

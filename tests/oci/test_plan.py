@@ -182,3 +182,18 @@ def test_timeout_and_fuel_annotations_are_checked():
     raw["annotations"] = {"pywasm.io/timeout": "-1"}
     with pytest.raises(InvalidArgument, match="pywasm.io/timeout"):
         plan_from_spec(parse_spec(raw), "/r", "/r/app.wasm")
+
+
+def test_pids_limit_too_low_for_a_wasm_guest_is_refused_by_the_plan():
+    from pywasmd.errors import InvalidArgument
+    from pywasmd.oci.plan import plan_from_spec
+    from pywasmd.oci.spec import parse_spec
+
+    spec = parse_spec(
+        {"process": {"args": ["/a.wasm"]}, "linux": {"resources": {"pids": {"limit": 4}}}}
+    )
+    # A Linux container with this limit is runc's business: parsing accepts it...
+    assert spec.resources.pids_limit == 4
+    # ...but a Wasm guest needs room for the engine's threads.
+    with pytest.raises(InvalidArgument, match="pids.limit 4 is too low"):
+        plan_from_spec(spec, "/rootfs", "/rootfs/a.wasm")
