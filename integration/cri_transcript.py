@@ -16,6 +16,7 @@ import time
 from integration import cri_images, images
 from integration.containerd import Containerd
 from integration.cri import (
+    EXITED,
     RUNNING,
     CriClient,
     container_config,
@@ -35,6 +36,7 @@ def main(version: str) -> None:
         cri_images.import_cri_images(ctrd, images.build_archives())
         with CriClient(ctrd.address) as client:
             ctrd.shim_ids = client.pod_ids
+            _wasm_only_pod(ctrd, client)
             _pod(ctrd, client)
     finally:
         ctrd.stop()
@@ -44,9 +46,41 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+def _wasm_only_pod(ctrd: Containerd, client: CriClient) -> None:
+    since = ctrd.log_size()
+    _say(f"# containerd {version_of(ctrd)}: a Wasm-only pod")
+    pc = pod_config("hello", ctrd.pod_logs)
+    pod = client.run_pod_sandbox(pc, handler="pywasm")
+    _say(f"RunPodSandbox(hello, runtime_handler=pywasm) -> {pod[:12]}")
+    cc = container_config(pc, "hello", images.ref("hello"), args=["a", "b"])
+    cid = client.create_container(pod, cc, pc)
+    _say(f"CreateContainer(hello, image={images.ref('hello')}, args=[a, b]) -> {cid[:12]}")
+    client.start_container(cid)
+    _say("StartContainer(hello)")
+    status = client.wait_container(cid, [EXITED])
+    _say(
+        f"ContainerStatus(hello) -> {state_name(status.state)}, exit {status.exit_code}, "
+        f"reason {status.reason}"
+    )
+    _say(f"CRI log of hello: {log_messages(log_file(pc, cc))}")
+    client.remove_container(cid)
+    client.stop_pod_sandbox(pod)
+    client.remove_pod_sandbox(pod)
+    _say("RemoveContainer, StopPodSandbox, RemovePodSandbox")
+    time.sleep(1.0)
+    _shim_log(ctrd, since)
+
+
+def _shim_log(ctrd: Containerd, since: int) -> None:
+    _say("shim log:")
+    for line in ctrd.log_since(since).splitlines():
+        if "runtime=io.containerd.pywasm.v1" in line and "level=DEBUG" not in line:
+            _say("  " + line.split('msg="', 1)[-1].split('" runtime=')[0][:150])
+
+
 def _pod(ctrd: Containerd, client: CriClient) -> None:
     since = ctrd.log_size()
-    _say(f"# containerd {version_of(ctrd)}, CRI on {ctrd.address}")
+    _say(f"# containerd {version_of(ctrd)}: a Wasm + Linux sidecar pod")
     pc = pod_config("mixed", ctrd.pod_logs)
     pod = client.run_pod_sandbox(pc, handler="pywasm")
     _say(f"RunPodSandbox(mixed, runtime_handler=pywasm) -> {pod[:12]}")
@@ -98,10 +132,7 @@ def _pod(ctrd: Containerd, client: CriClient) -> None:
     client.remove_pod_sandbox(pod)
     _say("RemoveContainer x2, StopPodSandbox, RemovePodSandbox")
     time.sleep(1.0)
-    _say("shim log:")
-    for line in ctrd.log_since(since).splitlines():
-        if "runtime=io.containerd.pywasm.v1" in line and "level=DEBUG" not in line:
-            _say("  " + line.split('msg="', 1)[-1].split('" runtime=')[0][:150])
+    _shim_log(ctrd, since)
 
 
 def version_of(ctrd: Containerd) -> str:
