@@ -107,7 +107,7 @@ def _pod(ctrd: Containerd, client: CriClient) -> None:
     for name, pid in pids.items():
         parent = parent_of(pid)
         _say(f"  {name:8} pid {pid:<7} {cmdline(pid)[:50]!r:54} parent {parent}")
-    _say(f"  shim: {cmdline(parent_of(pids['wasm']))[:110]}")
+    _say(f"  shim: {cmdline(parent_of(pids['wasm']))[:200]}")
     code, out, _ = client.exec_sync(wasm, ["/sleep.wasm", "0"])
     _say(f"ExecSync(wasm, [/sleep.wasm, 0]) -> exit {code}, stdout {out!r}")
     code, out, _ = client.exec_sync(side, ["sh", "-c", "echo probe; exit 2"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -19,10 +20,12 @@ def main() -> None:
 
         sys.stdout.write(f"containerd-shim-pywasm-v1 {__version__} (io.containerd.pywasm.v1)\n")
         return
-    if args.action == "start":
-        sys.exit(bootstrap.start(args))
-    if args.action == "delete":
-        sys.exit(bootstrap.delete(args))
+    if args.action in ("start", "delete"):
+        code = bootstrap.start(args) if args.action == "start" else bootstrap.delete(args)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Skip the interpreter's teardown: containerd waits for this process to exit.
+        os._exit(code)
     sys.stderr.write(
         "containerd-shim-pywasm-v1 is run by containerd (runtime io.containerd.pywasm.v1); "
         f"unknown action {args.action!r}: expected start or delete\n"

@@ -17,7 +17,7 @@ from pywasmd.shim.cli import ShimArgs
 # Not from typing: importing typing costs ``start`` and ``delete`` 20 ms.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import socket
+    import _socket
 
 # ``delete`` must stay cheap: socket, hashlib and signal (enum) are imported only by ``start``.
 SIGKILL = 9
@@ -50,26 +50,26 @@ def grouping_key(bundle: str, container_id: str) -> str:
 
 def socket_address(grpc_address: str, namespace: str, key: str) -> str:
     """Same formula as containerd's shim library, so tools find our sockets."""
-    import hashlib
+    from _sha256 import sha256  # type: ignore[import-not-found]  # hashlib loads OpenSSL: ~6 ms
 
-    digest = hashlib.sha256(os.path.join(grpc_address, namespace, key).encode()).hexdigest()
+    digest = sha256(os.path.join(grpc_address, namespace, key).encode()).hexdigest()
     return f"unix://{SOCKET_ROOT}/{digest}"
 
 
-def _listen(path: str) -> socket.socket | None:
+def _listen(path: str) -> _socket.socket | None:
     """A listening socket at ``path``, or None when a live shim already serves it."""
-    import socket
+    import _socket  # the C module: ``socket`` pulls in enum and selectors (~5 ms)
 
     os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
     for _ in range(2):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.bind(path)
         except OSError as exc:
             sock.close()
             if exc.errno != errno.EADDRINUSE:
                 raise
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             try:
                 probe.connect(path)
                 return None
@@ -94,7 +94,7 @@ def _detach(keep: int) -> None:
     os.closerange(keep + 1, 65536)
 
 
-def _spawn_server(listener: socket.socket, args: ShimArgs, bundle: str, path: str) -> None:
+def _spawn_server(listener: _socket.socket, args: ShimArgs, bundle: str, path: str) -> None:
     """Hand ``listener`` to a server forked by the zygote, or to one of our own."""
     from pywasmd.shim import zygote
 
@@ -107,7 +107,7 @@ def _spawn_server(listener: socket.socket, args: ShimArgs, bundle: str, path: st
         args.id,
         "1" if args.debug else "",
     ]
-    if zygote.request_server(listener, fields) is not None:
+    if zygote.request_server(listener.fileno(), fields) is not None:
         return
     sys.stdout.flush()
     if os.fork() == 0:
@@ -118,9 +118,11 @@ def _spawn_server(listener: socket.socket, args: ShimArgs, bundle: str, path: st
                 import site
 
                 site.main()
+            import socket
+
             from pywasmd.shim.serve import serve
 
-            serve(listener, args, path)
+            serve(socket.socket(fileno=listener.detach()), args, path)
         finally:
             os._exit(0)
     zygote.spawn_zygote()

@@ -20,9 +20,14 @@ holds no container state, so losing it costs only speed.  It exits after
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import sys
+
+# ``start`` imports this module for the client side: ``socket`` (enum, selectors), ``signal``
+# and ``hashlib`` (OpenSSL) would cost it ~17 ms, so the client uses ``_socket`` and
+# ``_sha256`` and the zygote side imports the rest where it needs it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
 
 ZYGOTE_DIR = "/run/pywasm"
 IDLE_SECONDS = 900.0
@@ -34,10 +39,10 @@ def socket_path() -> str:
     override = os.environ.get("PYWASM_ZYGOTE_SOCKET")
     if override:
         return override
-    import hashlib
+    from _sha256 import sha256  # type: ignore[import-not-found]
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return f"{ZYGOTE_DIR}/zygote-{hashlib.sha256(root.encode()).hexdigest()[:16]}.sock"
+    return f"{ZYGOTE_DIR}/zygote-{sha256(root.encode()).hexdigest()[:16]}.sock"
 
 
 def enabled() -> bool:
@@ -68,16 +73,20 @@ def decode_request(body: bytes) -> tuple[list[str], dict[str, str]]:
     return fields, env
 
 
-def request_server(listener: socket.socket, fields: list[str]) -> int | None:
-    """Ask a running zygote to serve ``listener``; the server's pid, or None if no zygote."""
+def request_server(listener_fd: int, fields: list[str]) -> int | None:
+    """Ask a running zygote to serve the listening socket ``listener_fd``; the server's pid,
+    or None if no zygote."""
     if not enabled():
         return None
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    import _socket
+
+    conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         conn.settimeout(5.0)
         conn.connect(socket_path())
         payload = encode_request(fields, dict(os.environ))
-        socket.send_fds(conn, [payload], [listener.fileno()])
+        rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, listener_fd.to_bytes(4, sys.byteorder))]
+        conn.sendmsg([payload], rights)
         reply = b""
         while chunk := conn.recv(256):
             reply += chunk
@@ -104,7 +113,12 @@ def spawn_zygote() -> None:
         os.closerange(3, 65536)
         # A clean environment: servers get theirs from each request, and the zygote must not
         # look like it belongs to the containerd that happened to start it.
-        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+        env = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            # setproctitle can only reuse the zygote's argv and environment area: room for a
+            # server's title, whose CRI pod id (64 hex) and address would not fit otherwise.
+            "PYWASM_TITLE_ROOM": "-" * 240,
+        }
         if os.environ.get("PYWASM_ZYGOTE_SOCKET"):
             # The zygote must listen where ``start`` will look for it.
             env["PYWASM_ZYGOTE_SOCKET"] = os.environ["PYWASM_ZYGOTE_SOCKET"]
@@ -155,6 +169,8 @@ def _stale(stamps: dict[str, float]) -> bool:
 
 
 def _bind(path: str) -> socket.socket | None:
+    import socket
+
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -175,6 +191,8 @@ def _bind(path: str) -> socket.socket | None:
 
 
 def _read_request(conn: socket.socket) -> tuple[bytes, list[int]]:
+    import socket
+
     data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 4)
     if len(data) < 4:
         raise ValueError("short request")
@@ -189,6 +207,8 @@ def _read_request(conn: socket.socket) -> tuple[bytes, list[int]]:
 
 
 def _serve_in_child(listener_fd: int, fields: list[str], env: dict[str, str]) -> None:
+    import socket
+
     from pywasmd.shim.cli import ShimArgs
     from pywasmd.shim.serve import serve
 
@@ -218,6 +238,8 @@ def _serve_in_child(listener_fd: int, fields: list[str], env: dict[str, str]) ->
 
 def _handle(conn: socket.socket, stamps: dict[str, float]) -> bool:
     """Serve one request; False when this zygote must go away."""
+    import signal
+
     fds: list[int] = []
     try:
         body, fds = _read_request(conn)
@@ -250,6 +272,8 @@ def _handle(conn: socket.socket, stamps: dict[str, float]) -> bool:
 
 
 def main() -> None:
+    import signal
+
     import setproctitle
 
     setproctitle.setproctitle("pywasm-zygote (python -m pywasmd.shim.zygote)")
