@@ -31,6 +31,90 @@ def module_digest(path: str) -> str:
     return h.hexdigest()
 
 
+_DIGESTS = "digests"
+_MAX_DIGESTS = 4096
+_SAMPLE = 1 << 16
+
+
+def _identity(path: str) -> str | None:
+    """A name for the file's current bytes that costs no full read: inode, size, times, and a
+    hash of its first and last 64 KiB.
+
+    Not the device: every container's overlay mount has its own, while the inode and times
+    are the image layer's file, the same in every container of that image.  A file rewritten
+    in place changes its mtime/ctime (ctime cannot be set from user space); the sampled bytes
+    guard against an accidental match of the rest.
+    """
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            head = f.read(_SAMPLE)
+            if st.st_size > 2 * _SAMPLE:
+                f.seek(-_SAMPLE, os.SEEK_END)
+            tail = f.read(_SAMPLE)
+    except OSError:
+        return None
+    sample = hashlib.sha256(head + tail).hexdigest()[:16]
+    return f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}-{st.st_ctime_ns}-{sample}"
+
+
+def remembered_digest(path: str, root: str | None = None) -> str:
+    """``module_digest``, remembered per file identity under the cache directory, so a later
+    start of a 26 MB module does not hash 26 MB.  Any trouble with the memo: hash again."""
+    root = root or os.environ.get("PYWASM_CACHE_DIR") or DEFAULT_DIR
+    identity = _identity(path)
+    if identity is None:
+        return module_digest(path)
+    memo = os.path.join(root, _DIGESTS, identity)
+    try:
+        with open(memo, encoding="ascii") as f:
+            known = f.read(65)
+        if len(known) == 64 and all(c in "0123456789abcdef" for c in known):
+            return known
+    except (OSError, ValueError):
+        pass
+    digest = module_digest(path)
+    _remember(os.path.join(root, _DIGESTS), identity, digest)
+    return digest
+
+
+def _remember(directory: str, identity: str, digest: str) -> None:
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(digest)
+        os.replace(tmp, os.path.join(directory, identity))
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    if len(names) > _MAX_DIGESTS:
+        # Tiny files, one per module file ever started: keep the newest half.
+        aged = sorted(names, key=lambda n: _mtime(os.path.join(directory, n)))
+        for name in aged[: len(aged) // 2]:
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
 def cache_key(digest: str, fingerprint: Iterable[str]) -> str:
     """``digest`` names the module; ``fingerprint`` names how it was compiled."""
     salt = hashlib.sha256("\0".join(fingerprint).encode()).hexdigest()[:16]

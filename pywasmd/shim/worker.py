@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 CONTROL_FD = 3
 _PR_SET_PDEATHSIG = 1
+# Looked up at import (the zygote preloads this module), not in each forked worker: loading
+# libc through ctypes there costs every worker half a megabyte of private memory.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
 def _read_line(fd: int) -> bytes:
@@ -42,13 +45,14 @@ def _read_line(fd: int) -> bytes:
 
 def _load(engine: Engine, plan: WasiPlan) -> object:
     """Load through the node's compile cache: compile on the first start only."""
-    from pywasmd.cache import CompileCache, cache_key, module_digest
+    from pywasmd.cache import CompileCache, cache_key, remembered_digest
     from pywasmd.errors import ShimError
 
     if os.environ.get("PYWASM_CACHE") == "off":
         return engine.load(plan)
     cache = CompileCache()
-    key = cache_key(module_digest(plan.module), [engine.name, engine.fingerprint(plan)])
+    digest = remembered_digest(plan.module, cache.root)
+    key = cache_key(digest, [engine.name, engine.fingerprint(plan)])
     path = cache.lookup(key)
     if path is not None:
         try:
@@ -72,8 +76,7 @@ def _reset_signals() -> None:
     for sig in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGALRM):
         signal.signal(sig, signal.SIG_DFL)
     # Die with the shim: a guest must never outlive the process that reports on it.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _route_logging(log_fd: int | None) -> None:
