@@ -499,21 +499,7 @@ class TaskService:
         if req.exec_id:
             return self._exec_state(*self._exec(req.id, req.exec_id))
         task = self._task(req.id, req.exec_id)
-        resp = pb.StateResponse(
-            id=task.id,
-            bundle=task.bundle,
-            pid=task.pid,
-            status=int(task.status),  # type: ignore[arg-type]
-            stdin=task.io.stdin,
-            stdout=task.io.stdout,
-            stderr=task.io.stderr,
-            terminal=isinstance(task.io, TerminalIO),
-            exit_status=task.exit_status,
-            exec_id=req.exec_id,
-        )
-        if task.exited_at_ns:
-            resp.exited_at.CopyFrom(_timestamp(task.exited_at_ns))
-        return resp
+        return _state(task, task.id, task.bundle, "")
 
     async def pids(self, req: pb.PidsRequest) -> pb.PidsResponse:
         task = self._task(req.id)
@@ -762,26 +748,30 @@ class TaskService:
         return pb.DeleteResponse(pid=ex.pid, exit_status=ex.exit_status, exited_at=exited_at)
 
     def _exec_state(self, task: Task, ex: ExecProcess) -> pb.StateResponse:
-        resp = pb.StateResponse(
-            id=ex.id,
-            bundle=task.bundle,
-            pid=ex.pid,
-            status=int(ex.status),  # type: ignore[arg-type]
-            stdin=ex.io.stdin,
-            stdout=ex.io.stdout,
-            stderr=ex.io.stderr,
-            terminal=isinstance(ex.io, TerminalIO),
-            exit_status=ex.exit_status,
-            exec_id=ex.id,
-        )
-        if ex.exited_at_ns:
-            resp.exited_at.CopyFrom(_timestamp(ex.exited_at_ns))
-        return resp
+        return _state(ex, ex.id, task.bundle, ex.id)
 
     # --- not offered yet ---------------------------------------------------------------
 
     async def unimplemented(self, method: str) -> None:
         raise Unimplemented(f"{method} is not implemented by the pywasm shim yet")
+
+
+def _state(proc: Task | ExecProcess, id: str, bundle: str, exec_id: str) -> pb.StateResponse:
+    resp = pb.StateResponse(
+        id=id,
+        bundle=bundle,
+        pid=proc.pid,
+        status=int(proc.status),  # type: ignore[arg-type]
+        stdin=proc.io.stdin,
+        stdout=proc.io.stdout,
+        stderr=proc.io.stderr,
+        terminal=isinstance(proc.io, TerminalIO),
+        exit_status=proc.exit_status,
+        exec_id=exec_id,
+    )
+    if proc.exited_at_ns:
+        resp.exited_at.CopyFrom(_timestamp(proc.exited_at_ns))
+    return resp
 
 
 def _signal(pid: int, sig: int, what: str) -> None:
