@@ -153,3 +153,98 @@ def test_missing_module_and_duplicate_ids(tmp_path):
         assert deleted.exit_status == 137
 
     run(body)
+
+
+def _exec_req(tmp_path, exec_id, args, **kw):
+    from google.protobuf import any_pb2
+
+    spec = any_pb2.Any(
+        type_url="types.containerd.io/opencontainers/runtime-spec/1/Process",
+        value=json.dumps({"args": list(args), "env": ["B=2"], "cwd": "/"}).encode(),
+    )
+    return pb.ExecProcessRequest(
+        id="c1", exec_id=exec_id, stdout=f"file://{tmp_path}/{exec_id}.log", spec=spec, **kw
+    )
+
+
+def test_exec_runs_another_guest_in_the_container(tmp_path):
+    bundle = make_bundle(tmp_path, LOOP_WAT)
+    (bundle / "rootfs" / "other.wasm").write_bytes(wasmtime.wat2wasm(EXIT_WAT))
+
+    async def body(svc: TaskService, rec: Recorder):
+        await svc.create(create_req(bundle, tmp_path))
+        await svc.start(pb.StartRequest(id="c1"))
+        await svc.exec(_exec_req(tmp_path, "e1", ["/other.wasm"]))
+        with pytest.raises(AlreadyExists):
+            await svc.exec(_exec_req(tmp_path, "e1", ["/other.wasm"]))
+        state = await svc.state(pb.StateRequest(id="c1", exec_id="e1"))
+        assert state.status == Status.CREATED
+        started = await svc.start(pb.StartRequest(id="c1", exec_id="e1"))
+        waited = await asyncio.wait_for(svc.wait(pb.WaitRequest(id="c1", exec_id="e1")), 30)
+        assert waited.exit_status == 7
+        deleted = await svc.delete(pb.DeleteRequest(id="c1", exec_id="e1"))
+        assert (deleted.pid, deleted.exit_status) == (started.pid, 7)
+        with pytest.raises(NotFound):
+            await svc.state(pb.StateRequest(id="c1", exec_id="e1"))
+        # The container itself is untouched.
+        assert (await svc.state(pb.StateRequest(id="c1"))).status == Status.RUNNING
+        await svc.kill(pb.KillRequest(id="c1", signal=9))
+        await asyncio.wait_for(svc.wait(pb.WaitRequest(id="c1")), 30)
+        await svc.delete(pb.DeleteRequest(id="c1"))
+        topics = [t for t, _ in rec.events]
+        assert topics == [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exec-added",
+            "/tasks/exec-started",
+            "/tasks/exit",
+            "/tasks/exit",
+            "/tasks/delete",
+        ]
+
+    run(body)
+    assert (tmp_path / "e1.log").read_bytes() == b"hi from wasm"
+
+
+def test_exec_refusals_name_what_is_wrong(tmp_path):
+    bundle = make_bundle(tmp_path, LOOP_WAT)
+
+    async def body(svc: TaskService, rec: Recorder):
+        await svc.create(create_req(bundle, tmp_path))
+        await svc.start(pb.StartRequest(id="c1"))
+        for bad in ("", "../x", "a/b", "x" * 200):
+            with pytest.raises(InvalidArgument, match="exec id"):
+                await svc.exec(_exec_req(tmp_path, bad, ["/app.wasm"]))
+        with pytest.raises(InvalidArgument, match="not found"):
+            await svc.exec(_exec_req(tmp_path, "e2", ["/missing.wasm"]))
+        req = _exec_req(tmp_path, "e3", ["/app.wasm"])
+        req.spec.value = b"{not json"
+        with pytest.raises(InvalidArgument, match="not JSON"):
+            await svc.exec(req)
+        with pytest.raises(NotFound):
+            await svc.start(pb.StartRequest(id="c1", exec_id="e2"))
+        await svc.kill(pb.KillRequest(id="c1", signal=9))
+        await asyncio.wait_for(svc.wait(pb.WaitRequest(id="c1")), 30)
+        with pytest.raises(FailedPrecondition, match="stopped"):
+            await svc.exec(_exec_req(tmp_path, "late", ["/app.wasm"]))
+        await svc.delete(pb.DeleteRequest(id="c1"))
+
+    run(body)
+
+
+def test_update_without_a_cgroup_is_refused_clearly(tmp_path):
+    from google.protobuf import any_pb2
+
+    bundle = make_bundle(tmp_path, LOOP_WAT)
+
+    async def body(svc: TaskService, rec: Recorder):
+        await svc.create(create_req(bundle, tmp_path))
+        res = any_pb2.Any(value=json.dumps({"memory": {"limit": 1 << 26}}).encode())
+        with pytest.raises(FailedPrecondition, match="no cgroup of its own"):
+            await svc.update(pb.UpdateTaskRequest(id="c1", resources=res))
+        res.value = json.dumps({"pids": {"limit": 2}}).encode()
+        with pytest.raises(InvalidArgument, match="too low"):
+            await svc.update(pb.UpdateTaskRequest(id="c1", resources=res))
+        await svc.delete(pb.DeleteRequest(id="c1"))
+
+    run(body)
