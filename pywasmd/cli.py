@@ -8,6 +8,7 @@ image code themselves, keeping `pywasm --help` down to argparse's own start-up c
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -363,6 +364,79 @@ def _config(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _warm_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "target",
+        metavar="MODULE.wasm|ARCHIVE.tar|REF",
+        help="a module, an OCI archive, or an image or artifact in a registry",
+    )
+    p.add_argument(
+        "--platform", metavar="OS/ARCH", help="which image of a multi-platform index to warm"
+    )
+    p.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="the compile cache (default: $PYWASM_CACHE_DIR or /var/lib/pywasm/cache)",
+    )
+    p.add_argument(
+        "--fuel", action="store_true", help="warm the fuel-metered variant (pywasm.io/fuel)"
+    )
+    _insecure_argument(p)
+
+
+def _warm(args: argparse.Namespace) -> int:
+    """Compile ahead of time, into the same entry the shim's worker would look up."""
+    import tempfile
+
+    from pywasmd.cache import CompileCache, cache_key, module_digest
+    from pywasmd.engine import get_engine
+    from pywasmd.image.build import Platform
+    from pywasmd.nodeconfig import config_path, load_node_config
+    from pywasmd.oci.engine_choice import choose_engine
+    from pywasmd.oci.grants import Preopen
+    from pywasmd.oci.plan import WasiPlan
+
+    platform = Platform.parse(args.platform) if args.platform else None
+    with tempfile.TemporaryDirectory(prefix="pywasm-warm-") as scratch:
+        if args.target.endswith(".wasm") and Path(args.target).is_file():
+            name, module = args.target, args.target
+        else:
+            from pywasmd.image import content as oci
+            from pywasmd.image.inspect import module_of
+            from pywasmd.image.reference import parse_reference
+
+            if _is_archive_path(args.target):
+                content = oci.read_archive(Path(args.target)).content
+            else:
+                content = _fetch(parse_reference(args.target), args.insecure)
+            name, data = module_of(content, platform)
+            module = os.path.join(scratch, "module.wasm")
+            Path(module).write_bytes(data)
+        # The engine and features a container gets from this node's config (no annotation).
+        choice = choose_engine({}, {}, load_node_config(), config_path())
+        plan = WasiPlan(
+            module=module,
+            argv=(name,),
+            env=(),
+            cwd="/",
+            preopens=(Preopen(scratch, "/", True),),
+            engine=choice.name,
+            features=choice.feature_tuple,
+            fuel=1 if args.fuel else None,
+        )
+        engine = get_engine(plan.engine)
+        cache = CompileCache(args.cache_dir)
+        key = cache_key(module_digest(module), [engine.name, engine.fingerprint(plan)])
+        if cache.lookup(key) is not None:
+            print(f"{name}: already compiled ({cache.path(key)})")
+            return EXIT_OK
+        stored = cache.store(key, engine.precompile(plan))
+        if stored is None:
+            raise _Failure(f"the compile cache {cache.root} cannot be written (see above)")
+    print(f"{name}: compiled into {stored}")
+    return EXIT_OK
+
+
 COMMANDS: tuple[Command, ...] = (
     Command(
         "build",
@@ -405,6 +479,16 @@ COMMANDS: tuple[Command, ...] = (
         " would otherwise filter out.",
         _import_arguments,
         _import,
+    ),
+    Command(
+        "warm",
+        "compile a module ahead of time into this node's compile cache",
+        "Compile the module of MODULE.wasm, of an OCI archive, or of an image or artifact in a"
+        " registry, with this node's engine and features, into the compile cache the shim uses:"
+        " the first container start of that module then loads machine code instead of"
+        " compiling (seconds for a large module).",
+        _warm_arguments,
+        _warm,
     ),
     Command(
         "config",

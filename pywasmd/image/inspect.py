@@ -31,6 +31,32 @@ def describe(content: Content, reference: str | None, platform: Platform | None)
     return rows
 
 
+def module_of(content: Content, platform: Platform | None = None) -> tuple[str, bytes]:
+    """The Wasm module an image or artifact would run: (its name, its bytes)."""
+    desc, manifest = _choose(content, content.manifests(), platform)
+    if artifact.is_artifact_manifest(manifest):
+        layer = artifact.wasm_layer(manifest, desc.digest)
+        data = content.blobs.get(layer.digest)
+        name = layer.module_name
+    else:
+        config_desc = manifest.get("config") or {}
+        config = _json(content, str(config_desc.get("digest")))
+        layers = tuple(
+            Layer(d, content.blobs[str(d.get("digest"))])
+            for d in manifest.get("layers") or []
+            if str(d.get("digest")) in content.blobs
+        )
+        image = ArchivedImage({}, desc.to_json(), desc.digest, manifest, config, layers)
+        argv = image.entrypoint + image.cmd
+        if not argv:
+            raise InvalidArgument(f"image {desc.digest} has no entrypoint or cmd naming a module")
+        name = argv[0]
+        data = image.read_file(name)
+    if data is None:
+        raise InvalidArgument(f"module {name} is not in the archive")
+    return name, data
+
+
 def _choose(
     content: Content,
     manifests: list[tuple[Descriptor, dict[str, Any]]],
