@@ -39,14 +39,7 @@ def module_of(content: Content, platform: Platform | None = None) -> tuple[str, 
         data = content.blobs.get(layer.digest)
         name = layer.module_name
     else:
-        config_desc = manifest.get("config") or {}
-        config = _json(content, str(config_desc.get("digest")))
-        layers = tuple(
-            Layer(d, content.blobs[str(d.get("digest"))])
-            for d in manifest.get("layers") or []
-            if str(d.get("digest")) in content.blobs
-        )
-        image = ArchivedImage({}, desc.to_json(), desc.digest, manifest, config, layers)
+        image = _archived_image(content, desc, manifest)
         argv = image.entrypoint + image.cmd
         if not argv:
             raise InvalidArgument(f"image {desc.digest} has no entrypoint or cmd naming a module")
@@ -111,7 +104,9 @@ def _artifact_rows(content: Content, desc: Descriptor, manifest: Mapping[str, An
     return rows + _module_rows(layer.module_name, data)
 
 
-def _image_rows(content: Content, desc: Descriptor, manifest: Mapping[str, Any]) -> Rows:
+def _archived_image(
+    content: Content, desc: Descriptor, manifest: Mapping[str, Any]
+) -> ArchivedImage:
     config_desc = manifest.get("config") or {}
     config = _json(content, str(config_desc.get("digest")))
     layers = tuple(
@@ -119,7 +114,11 @@ def _image_rows(content: Content, desc: Descriptor, manifest: Mapping[str, Any])
         for d in manifest.get("layers") or []
         if str(d.get("digest")) in content.blobs
     )
-    image = ArchivedImage({}, desc.to_json(), desc.digest, manifest, config, layers)
+    return ArchivedImage({}, desc.to_json(), desc.digest, manifest, config, layers)
+
+
+def _image_rows(content: Content, desc: Descriptor, manifest: Mapping[str, Any]) -> Rows:
+    image = _archived_image(content, desc, manifest)
     platform = _platform(content, desc, manifest)
     wasm_image = platform is not None and platform.architecture in ("wasm", "wasm32")
     rows: Rows = [

@@ -407,16 +407,13 @@ class TaskService:
             log.warning(
                 "container %s exceeded its pywasm.io/timeout of %ss", task.id, task.plan.timeout
             )
-        self._publish(
-            "/tasks/exit",
-            ev.TaskExit(
-                container_id=task.id,
-                id=task.id,
-                pid=task.pid,
-                exit_status=status,
-                exited_at=_timestamp(task.exited_at_ns),
-            ),
+        self._publish_exit(task.id, task.id, task.pid, status, task.exited_at_ns)
+
+    def _publish_exit(self, container_id: str, id: str, pid: int, status: int, ns: int) -> None:
+        exited = ev.TaskExit(
+            container_id=container_id, id=id, pid=pid, exit_status=status, exited_at=_timestamp(ns)
         )
+        self._publish("/tasks/exit", exited)
 
     async def wait(self, req: pb.WaitRequest) -> pb.WaitResponse:
         if req.exec_id:
@@ -722,16 +719,7 @@ class TaskService:
         ex.worker.close()
         ex.io.close()
         ex.exited.set()
-        self._publish(
-            "/tasks/exit",
-            ev.TaskExit(
-                container_id=task.id,
-                id=ex.id,
-                pid=ex.pid,
-                exit_status=status,
-                exited_at=_timestamp(ex.exited_at_ns),
-            ),
-        )
+        self._publish_exit(task.id, ex.id, ex.pid, status, ex.exited_at_ns)
 
     async def _delete_exec(
         self, task: Task, ex: ExecProcess, force: bool = False
