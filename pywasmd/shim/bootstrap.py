@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 SIGKILL = 9
 
 SOCKET_ROOT = "/run/containerd/s"
+#: Shared with the server's runc driver (pywasmd.shim.linux), which imports them from here:
+#: ``delete`` must not import that module (asyncio).
+RUNC_FILE = "pywasm-runc"
+RUNC_STATE_ROOT = "/run/pywasm/runc"
+BIN_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 GROUP_ANNOTATIONS = ("io.kubernetes.cri.sandbox-id", "pywasm.io/group")
 
 
@@ -209,24 +214,21 @@ def _runc_delete(bundle: str, id: str) -> None:
     when the server died first.
     """
     try:
-        with open(os.path.join(bundle, "pywasm-runc"), encoding="utf-8") as f:
+        with open(os.path.join(bundle, RUNC_FILE), encoding="utf-8") as f:
             root = f.read().strip()
     except OSError:
         return
-    if not root.startswith("/run/pywasm/runc/") or ".." in root.split("/"):
+    if not root.startswith(RUNC_STATE_ROOT + "/") or ".." in root.split("/"):
         return
-    for d in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"):
-        runc = d + "/runc"
-        if os.access(runc, os.X_OK):
-            break
-    else:
+    runc = next((d + "/runc" for d in BIN_DIRS if os.access(d + "/runc", os.X_OK)), None)
+    if runc is None:
         return
     null = os.open(os.devnull, os.O_RDWR)
     try:
         child = os.posix_spawn(
             runc,
             [runc, "--root", root, "delete", "--force", id],
-            {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            {"PATH": ":".join(BIN_DIRS)},
             file_actions=[(os.POSIX_SPAWN_DUP2, null, fd) for fd in (0, 1, 2)],
         )
         os.waitpid(child, 0)

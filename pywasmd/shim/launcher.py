@@ -8,7 +8,6 @@ without touching it.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import os
 import signal
@@ -100,18 +99,12 @@ class ForkLauncher:
 
     def spawn(self, stdio: ChildStdio, engine: str = "wasmtime") -> Worker:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        # Frozen objects are never traversed by the child's collector, so their pages stay
-        # shared with the server instead of being copied by the first collection.
-        gc.freeze()
         try:
             pid = os.fork()
         except OSError as exc:
-            gc.unfreeze()
             ours.close()
             theirs.close()
             raise Internal(f"cannot fork a worker process: {exc}") from exc
-        if pid != 0:
-            gc.unfreeze()
         if pid == 0:
             _become_worker(stdio, theirs.fileno())
         theirs.close()

@@ -21,15 +21,12 @@ import signal
 from collections.abc import Sequence
 
 from pywasmd.errors import Internal, InvalidArgument, NotFound, ShimError
+from pywasmd.shim.bootstrap import BIN_DIRS, RUNC_FILE, RUNC_STATE_ROOT
 from pywasmd.shim.launcher import ChildStdio
 from pywasmd.shim.reaper import Reaper
 
-#: In the bundle: the runc root, so ``delete`` can clean up when the server is gone.
-RUNC_FILE = "pywasm-runc"
 #: In the bundle: runc's JSON log, where its errors are read from.
 RUNC_LOG = "pywasm-runc.log"
-STATE_ROOT = "/run/pywasm/runc"
-_SEARCH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 # Python ignores these; an exec'd program would inherit that, so runc (and the container
 # after it) get the defaults back.
 _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
@@ -39,7 +36,7 @@ def find_runc(configured: str = "") -> str:
     if configured:
         return configured
     found = shutil.which("runc") or next(
-        (p for d in _SEARCH if os.access(p := os.path.join(d, "runc"), os.X_OK)), None
+        (p for d in BIN_DIRS if os.access(p := os.path.join(d, "runc"), os.X_OK)), None
     )
     if found is None:
         raise InvalidArgument(
@@ -61,7 +58,7 @@ class Runc:
     def __init__(self, reaper: Reaper, namespace: str, binary: str = "") -> None:
         self._reaper = reaper
         self._binary = binary
-        self.root = os.path.join(STATE_ROOT, namespace or "default")
+        self.root = os.path.join(RUNC_STATE_ROOT, namespace or "default")
 
     def _argv(self, bundle: str, *args: str) -> list[str]:
         binary = self._binary = find_runc(self._binary)
@@ -195,7 +192,7 @@ def _spawn(argv: Sequence[str], actions: Sequence[tuple[int, int]]) -> int:
         return os.posix_spawn(
             argv[0],
             list(argv),
-            {"PATH": ":".join(_SEARCH)},
+            {"PATH": ":".join(BIN_DIRS)},
             file_actions=[(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in actions],
             setsigdef=_DEFAULT_SIGNALS,
         )

@@ -256,11 +256,7 @@ class TaskService:
     async def _create_wasm(
         self, req: pb.CreateTaskRequest, spec: RuntimeSpec, rootfs: str, mounted: bool
     ) -> Task:
-        io: ProcessIO | TerminalIO = (
-            TerminalIO(req.stdin, req.stdout, req.stderr)
-            if req.terminal
-            else ProcessIO(req.stdin, req.stdout, req.stderr)
-        )
+        io = _guest_io(req)
         worker: Worker | None = None
         try:
             spec = await self._restore_entrypoint(req.id, spec, rootfs)
@@ -270,21 +266,36 @@ class TaskService:
             plan = self._choose_engine(plan, spec, options)
             hostsetup.prepare(plan.setups)
             _check_cwd(plan)
-            worker = self._launcher.spawn(io.open(), plan.engine)
-            io.after_spawn()
-            _write_pid(req.bundle, worker.pid)
-            await worker.prepare(plan)
+            worker = await self._ready_worker(io, plan, req.bundle)
             cgroup = _make_cgroup(req.bundle, spec)
         except BaseException:
             if worker is not None:
-                _kill_quietly(worker.pid, signal.SIGKILL)
-                self._reaper.watch(worker.pid, lambda _status: None)
-                worker.close()
+                self._discard(worker)
             io.close()
             hostsetup.release(req.bundle)
             raise
         log.info("created %s: wasm module %s, worker pid %d", req.id, module, worker.pid)
         return Task(req.id, req.bundle, rootfs, mounted, io, worker, plan, cgroup)
+
+    async def _ready_worker(
+        self, io: ProcessIO | TerminalIO, plan: WasiPlan, bundle: str = ""
+    ) -> Worker:
+        """A worker with ``plan`` loaded and waiting for Start; on failure none is left."""
+        worker = self._launcher.spawn(io.open(), plan.engine)
+        try:
+            io.after_spawn()
+            if bundle:
+                _write_pid(bundle, worker.pid)
+            await worker.prepare(plan)
+        except BaseException:
+            self._discard(worker)
+            raise
+        return worker
+
+    def _discard(self, worker: Worker) -> None:
+        _kill_quietly(worker.pid, signal.SIGKILL)
+        self._reaper.watch(worker.pid, lambda _status: None)
+        worker.close()
 
     async def _create_linux(
         self, req: pb.CreateTaskRequest, spec: RuntimeSpec, rootfs: str, mounted: bool
@@ -662,21 +673,10 @@ class TaskService:
             additional_gids=process.user.additional_gids,
         )
         _check_cwd(plan)
-        io: ProcessIO | TerminalIO = (
-            TerminalIO(req.stdin, req.stdout, req.stderr)
-            if req.terminal
-            else ProcessIO(req.stdin, req.stdout, req.stderr)
-        )
-        worker: Worker | None = None
+        io = _guest_io(req)
         try:
-            worker = self._launcher.spawn(io.open(), plan.engine)
-            io.after_spawn()
-            await worker.prepare(plan)
+            worker = await self._ready_worker(io, plan)
         except BaseException:
-            if worker is not None:
-                _kill_quietly(worker.pid, signal.SIGKILL)
-                self._reaper.watch(worker.pid, lambda _status: None)
-                worker.close()
             io.close()
             raise
         ex = ExecProcess(req.exec_id, io, worker)
@@ -742,6 +742,12 @@ class TaskService:
 
     async def unimplemented(self, method: str) -> None:
         raise Unimplemented(f"{method} is not implemented by the pywasm shim yet")
+
+
+def _guest_io(req: pb.CreateTaskRequest | pb.ExecProcessRequest) -> ProcessIO | TerminalIO:
+    if req.terminal:
+        return TerminalIO(req.stdin, req.stdout, req.stderr)
+    return ProcessIO(req.stdin, req.stdout, req.stderr)
 
 
 def _state(proc: Task | ExecProcess, id: str, bundle: str, exec_id: str) -> pb.StateResponse:
