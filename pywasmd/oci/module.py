@@ -7,6 +7,7 @@ import posixpath
 import stat
 
 from pywasmd.errors import InvalidArgument
+from pywasmd.paths import DEFAULT_PATH
 
 WASM_MAGIC = b"\0asm"
 _MAX_LINKS = 40
@@ -81,14 +82,12 @@ WASM = "wasm"
 LINUX = "linux"
 MISSING = "missing"
 
-_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 
 def _env_path(env: tuple[str, ...]) -> str:
     for entry in env:
         if entry.startswith("PATH="):
             return entry[5:]
-    return _DEFAULT_PATH
+    return DEFAULT_PATH
 
 
 def program_kind(rootfs: str, arg0: str, cwd: str = "/", env: tuple[str, ...] = ()) -> str:

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 
+from pywasmd import paths
 from pywasmd.shim.cli import ShimArgs
 
 # Not from typing: importing typing costs ``start`` and ``delete`` 20 ms.
@@ -22,19 +23,13 @@ if TYPE_CHECKING:
 # ``delete`` must stay cheap: socket, hashlib and signal (enum) are imported only by ``start``.
 SIGKILL = 9
 
-SOCKET_ROOT = "/run/containerd/s"
-#: Shared with the server's runc driver (pywasmd.shim.linux), which imports them from here:
-#: ``delete`` must not import that module (asyncio).
-RUNC_FILE = "pywasm-runc"
-RUNC_STATE_ROOT = "/run/pywasm/runc"
-BIN_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 GROUP_ANNOTATIONS = ("io.kubernetes.cri.sandbox-id", "pywasm.io/group")
 
 
 def grouping_key(bundle: str, container_id: str) -> str:
     """Containers of one pod share a shim; everything else gets its own."""
     try:
-        with open(os.path.join(bundle, "config.json"), "rb") as f:
+        with open(paths.in_bundle(bundle, paths.CONFIG), "rb") as f:
             raw = f.read()
     except OSError:
         return container_id
@@ -58,7 +53,7 @@ def socket_address(grpc_address: str, namespace: str, key: str) -> str:
     from _sha256 import sha256  # type: ignore[import-not-found]  # hashlib loads OpenSSL: ~6 ms
 
     digest = sha256(os.path.join(grpc_address, namespace, key).encode()).hexdigest()
-    return f"unix://{SOCKET_ROOT}/{digest}"
+    return f"unix://{paths.SOCKET_ROOT}/{digest}"
 
 
 def _listen(path: str) -> _socket.socket | None:
@@ -145,8 +140,7 @@ def start(args: ShimArgs) -> int:
     if listener is not None:
         _spawn_server(listener, args, bundle, path)
         listener.close()
-    with open(os.path.join(bundle, "address"), "w", encoding="ascii") as f:
-        f.write(address)
+    paths.write_address(bundle, address)
     sys.stdout.write(address)
     sys.stdout.flush()
     return 0
@@ -213,14 +207,8 @@ def _runc_delete(bundle: str, id: str) -> None:
     The server removes ``pywasm-runc`` once runc deleted the container, so this runs only
     when the server died first.
     """
-    try:
-        with open(os.path.join(bundle, RUNC_FILE), encoding="utf-8") as f:
-            root = f.read().strip()
-    except OSError:
-        return
-    if not root.startswith(RUNC_STATE_ROOT + "/") or ".." in root.split("/"):
-        return
-    runc = next((d + "/runc" for d in BIN_DIRS if os.access(d + "/runc", os.X_OK)), None)
+    root = paths.read_runc_root(bundle)
+    runc = paths.find_binary("runc") if root else None
     if runc is None:
         return
     null = os.open(os.devnull, os.O_RDWR)
@@ -228,7 +216,7 @@ def _runc_delete(bundle: str, id: str) -> None:
         child = os.posix_spawn(
             runc,
             [runc, "--root", root, "delete", "--force", id],
-            {"PATH": ":".join(BIN_DIRS)},
+            {"PATH": paths.DEFAULT_PATH},
             file_actions=[(os.POSIX_SPAWN_DUP2, null, fd) for fd in (0, 1, 2)],
         )
         os.waitpid(child, 0)
@@ -239,18 +227,10 @@ def _runc_delete(bundle: str, id: str) -> None:
 
 
 def _remove_cgroup(bundle: str) -> None:
-    try:
-        with open(os.path.join(bundle, "pywasm-cgroup"), encoding="utf-8") as f:
-            path = f.read().strip().lstrip("/")
-    except OSError:
+    path = paths.read_cgroup(bundle)
+    if not path:
         return
-    if not path or ".." in path.split("/"):
-        return
-    root = "/sys/fs/cgroup"
-    dirs = [os.path.join(root, path)] + [
-        os.path.join(root, c, path) for c in ("memory", "cpu", "cpuacct", "pids", "freezer")
-    ]
-    for d in dirs:
+    for d in paths.cgroup_dirs(path):
         try:
             os.rmdir(d)
         except OSError:
@@ -262,12 +242,8 @@ def _remove_stale_socket(bundle: str) -> None:
 
     A live server (another container of the group) answers the probe and keeps its socket.
     """
-    try:
-        with open(os.path.join(bundle, "address"), encoding="ascii") as f:
-            path = f.read().strip().removeprefix("unix://")
-    except OSError:
-        return
-    if os.path.dirname(path) != SOCKET_ROOT:
+    path = paths.read_socket_path(bundle)
+    if not path:
         return
     import _socket  # the C module: ``socket`` (and its enums) costs ``delete`` more
 
@@ -288,21 +264,16 @@ def _remove_stale_socket(bundle: str) -> None:
 def delete(args: ShimArgs) -> int:
     """Clean up one container when the shim can no longer be asked to; idempotent."""
     bundle = args.bundle or os.getcwd()
-    pid = 0
-    try:
-        with open(os.path.join(bundle, "init.pid"), encoding="ascii") as f:
-            pid = int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        pass
+    pid = paths.read_init_pid(bundle)
     if pid > 0:
         _kill_worker(pid)
     _runc_delete(bundle, args.id)
     _remove_cgroup(bundle)
-    if os.path.isdir(os.path.join(bundle, "pywasm-mounts")):
+    if os.path.isdir(paths.in_bundle(bundle, paths.SCRATCH)):
         from pywasmd.shim.hostsetup import release
 
         release(bundle)
-    rootfs = os.path.join(bundle, "rootfs")
+    rootfs = paths.in_bundle(bundle, paths.ROOTFS)
     if os.path.isdir(rootfs):
         from pywasmd.shim.mounts import unmount_all
 

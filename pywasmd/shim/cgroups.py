@@ -13,11 +13,10 @@ import logging
 import os
 
 from pywasmd.oci.spec import Resources
+from pywasmd.paths import CGROUP_ROOT as ROOT
+from pywasmd.paths import CGROUP_V1_CONTROLLERS
 
 log = logging.getLogger("pywasmd.cgroups")
-
-ROOT = "/sys/fs/cgroup"
-V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer")
 
 
 def is_v2(root: str = ROOT) -> bool:
@@ -70,7 +69,7 @@ class Cgroup:
             return [os.path.join(self.root, rel)]
         return [
             os.path.join(self.root, c, rel)
-            for c in V1_CONTROLLERS
+            for c in CGROUP_V1_CONTROLLERS
             if os.path.isdir(os.path.join(self.root, c))
         ]
 
@@ -164,31 +163,3 @@ class Cgroup:
             except OSError as exc:
                 if exc.errno != errno.ENOENT:
                     log.warning("cannot remove cgroup %s: %s", d, exc)
-
-    def memory_usage(self) -> tuple[int, int]:
-        """(usage, limit) in bytes; 0 when unknown."""
-        if self.v2:
-            d = self._dir("")
-            usage, limit = _read(f"{d}/memory.current"), _read(f"{d}/memory.max")
-        else:
-            d = self._dir("memory")
-            usage, limit = _read(f"{d}/memory.usage_in_bytes"), _read(f"{d}/memory.limit_in_bytes")
-
-        def num(text: str) -> int:
-            text = text.strip()
-            return int(text) if text.isdigit() else 0
-
-        return num(usage), num(limit)
-
-    def cpu_usage_ns(self) -> int:
-        if self.v2:
-            for line in _read(f"{self._dir('')}/cpu.stat").splitlines():
-                if line.startswith("usage_usec "):
-                    return int(line.split()[1]) * 1000
-            return 0
-        text = _read(f"{self._dir('cpuacct')}/cpuacct.usage").strip()
-        return int(text) if text.isdigit() else 0
-
-    def pids(self) -> list[int]:
-        text = _read(os.path.join(self._dir("pids" if not self.v2 else ""), "cgroup.procs"))
-        return [int(p) for p in text.split() if p.isdigit()]

@@ -20,13 +20,11 @@ import shutil
 import signal
 from collections.abc import Sequence
 
+from pywasmd import paths
 from pywasmd.errors import Internal, InvalidArgument, NotFound, ShimError
-from pywasmd.shim.bootstrap import BIN_DIRS, RUNC_FILE, RUNC_STATE_ROOT
 from pywasmd.shim.launcher import ChildStdio
 from pywasmd.shim.reaper import Reaper
 
-#: In the bundle: runc's JSON log, where its errors are read from.
-RUNC_LOG = "pywasm-runc.log"
 # Python ignores these; an exec'd program would inherit that, so runc (and the container
 # after it) get the defaults back.
 _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
@@ -35,9 +33,7 @@ _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 def find_runc(configured: str = "") -> str:
     if configured:
         return configured
-    found = shutil.which("runc") or next(
-        (p for d in BIN_DIRS if os.access(p := os.path.join(d, "runc"), os.X_OK)), None
-    )
+    found = shutil.which("runc") or paths.find_binary("runc")
     if found is None:
         raise InvalidArgument(
             "this container runs a Linux program, which pywasm hands to runc, but no runc "
@@ -58,7 +54,7 @@ class Runc:
     def __init__(self, reaper: Reaper, namespace: str, binary: str = "") -> None:
         self._reaper = reaper
         self._binary = binary
-        self.root = os.path.join(RUNC_STATE_ROOT, namespace or "default")
+        self.root = os.path.join(paths.RUNC_STATE_ROOT, namespace or "default")
 
     def _argv(self, bundle: str, *args: str) -> list[str]:
         binary = self._binary = find_runc(self._binary)
@@ -67,7 +63,7 @@ class Runc:
             "--root",
             self.root,
             "--log",
-            os.path.join(bundle, RUNC_LOG),
+            paths.in_bundle(bundle, paths.RUNC_LOG),
             "--log-format",
             "json",
             *args,
@@ -121,7 +117,7 @@ class Runc:
     async def create(self, id: str, bundle: str, stdio: ChildStdio, cgroups_path: str = "") -> int:
         """``runc create``; the init pid, waiting for ``start``."""
         _remember_root(bundle, self.root)
-        pid_file = os.path.join(bundle, "init.pid")
+        pid_file = paths.in_bundle(bundle, paths.INIT_PID)
         args = ["create", "--bundle", bundle, "--pid-file", pid_file, id]
         if _is_systemd_path(cgroups_path):
             args.insert(0, "--systemd-cgroup")
@@ -183,8 +179,7 @@ class Runc:
         if code != 0 and "does not exist" not in output + _last_error(bundle):
             raise _runc_error("delete", bundle, output)
         # Gone: `delete` (the shim binary) need not ask runc again.
-        with contextlib.suppress(OSError):
-            os.unlink(os.path.join(bundle, RUNC_FILE))
+        paths.forget_runc_root(bundle)
 
 
 def _spawn(argv: Sequence[str], actions: Sequence[tuple[int, int]]) -> int:
@@ -192,7 +187,7 @@ def _spawn(argv: Sequence[str], actions: Sequence[tuple[int, int]]) -> int:
         return os.posix_spawn(
             argv[0],
             list(argv),
-            {"PATH": ":".join(BIN_DIRS)},
+            {"PATH": paths.DEFAULT_PATH},
             file_actions=[(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in actions],
             setsigdef=_DEFAULT_SIGNALS,
         )
@@ -202,8 +197,7 @@ def _spawn(argv: Sequence[str], actions: Sequence[tuple[int, int]]) -> int:
 
 def _remember_root(bundle: str, root: str) -> None:
     os.makedirs(root, mode=0o711, exist_ok=True)
-    with open(os.path.join(bundle, RUNC_FILE), "w", encoding="utf-8") as f:
-        f.write(root)
+    paths.write_runc_root(bundle, root)
 
 
 def _write_file(path: str, data: bytes) -> None:
@@ -250,7 +244,7 @@ async def _read_all(fd: int) -> bytes:
 def _last_error(bundle: str) -> str:
     """The last error runc wrote to its JSON log in this bundle."""
     try:
-        with open(os.path.join(bundle, RUNC_LOG), encoding="utf-8", errors="replace") as f:
+        with open(paths.in_bundle(bundle, paths.RUNC_LOG), encoding="utf-8", errors="replace") as f:
             lines = f.read().splitlines()[-50:]
     except OSError:
         return ""

@@ -11,6 +11,7 @@ import socket
 import sys
 import time
 
+from pywasmd import paths
 from pywasmd.shim.cli import ShimArgs
 
 TYPE_CHECKING = False
@@ -34,7 +35,7 @@ def _open_log() -> None:
     stop the shim.
     """
     try:
-        fd = os.open("log", os.O_WRONLY | os.O_NONBLOCK)
+        fd = os.open(paths.LOG_FIFO, os.O_WRONLY | os.O_NONBLOCK)
     except OSError:
         return
     os.dup2(fd, 2)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 import sys
 
+from pywasmd import paths
+
 # ``start`` imports this module for the client side: ``socket`` (enum, selectors), ``signal``
 # and ``hashlib`` (OpenSSL) would cost it ~17 ms, so the client uses ``_socket`` and
 # ``_sha256`` and the zygote side imports the rest where it needs it.
@@ -29,7 +31,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
 
-ZYGOTE_DIR = "/run/pywasm"
 IDLE_SECONDS = 900.0
 PROTOCOL = b"pywasm-zygote-1"
 
@@ -42,7 +43,7 @@ def socket_path() -> str:
     from _sha256 import sha256  # type: ignore[import-not-found]
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return f"{ZYGOTE_DIR}/zygote-{sha256(root.encode()).hexdigest()[:16]}.sock"
+    return f"{paths.ZYGOTE_DIR}/zygote-{sha256(root.encode()).hexdigest()[:16]}.sock"
 
 
 def enabled() -> bool:
@@ -114,7 +115,7 @@ def spawn_zygote() -> None:
         # A clean environment: servers get theirs from each request, and the zygote must not
         # look like it belongs to the containerd that happened to start it.
         env = {
-            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "PATH": paths.DEFAULT_PATH,
             # setproctitle can only reuse the zygote's argv and environment area: room for a
             # server's title, whose CRI pod id (64 hex) and address would not fit otherwise.
             "PYWASM_TITLE_ROOM": "-" * 240,
