@@ -437,6 +437,18 @@ def _warm(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _doctor_arguments(p: argparse.ArgumentParser) -> None:
+    from pywasmd.doctor import add_arguments
+
+    add_arguments(p)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from pywasmd.doctor import run
+
+    return run(args)
+
+
 COMMANDS: tuple[Command, ...] = (
     Command(
         "build",
@@ -500,6 +512,17 @@ COMMANDS: tuple[Command, ...] = (
         " without it), or a Kubernetes RuntimeClass manifest (handler pywasm).",
         _config_arguments,
         _config,
+    ),
+    Command(
+        "doctor",
+        "check that this node can run Wasm containers; print the fix for each problem",
+        "Check the node as containerd sees it: containerd's version and socket, the shim on"
+        " containerd's PATH, the runtime in containerd's config (CRI handler pywasm), Docker's"
+        " daemon.json, cgroups, the fork-server, the compile cache and each engine. Each"
+        " problem is printed with the command that fixes it. Exit status 0 when the node can"
+        " run a Wasm container, 1 otherwise.",
+        _doctor_arguments,
+        _doctor,
     ),
 )
 
