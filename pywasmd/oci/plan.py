@@ -37,6 +37,7 @@ class WasiPlan:
     features: tuple[str, ...] = ()
     timeout: float | None = None
     fuel: int | None = None
+    network: str = "all"
     setups: tuple[HostSetup, ...] = ()
 
     def to_json(self) -> dict[str, object]:
@@ -54,6 +55,7 @@ class WasiPlan:
             "features": list(self.features),
             "timeout": self.timeout,
             "fuel": self.fuel,
+            "network": self.network,
             "setups": [
                 [h.kind, h.target, h.source, h.name, h.size, h.readonly] for h in self.setups
             ],
@@ -81,6 +83,7 @@ class WasiPlan:
             features=tuple(str(f) for f in seq("features")) if "features" in raw else (),
             timeout=float(str(raw["timeout"])) if raw.get("timeout") is not None else None,
             fuel=int(str(raw["fuel"])) if raw.get("fuel") is not None else None,
+            network=str(raw.get("network", "all")),
             setups=tuple(
                 HostSetup(str(k), str(t), str(src), str(n), int(str(size)), bool(ro))
                 for k, t, src, n, size, ro in (seq("setups") if "setups" in raw else [])
@@ -155,6 +158,7 @@ def plan_from_spec(
         memory_limit=spec.memory_limit,
         timeout=_positive(spec.annotations, TIMEOUT_ANNOTATION, float, "30 (seconds)"),
         fuel=_int_or_none(_positive(spec.annotations, FUEL_ANNOTATION, int, "1000000000")),
+        network=network_mode(spec.annotations),
         setups=setups,
     )
 
@@ -178,3 +182,22 @@ def host_path(plan: WasiPlan, guest: str) -> str | None:
 
 def _int_or_none(value: float | int | None) -> int | None:
     return None if value is None else int(value)
+
+
+NETWORK_ANNOTATION = "pywasm.io/network"
+#: What each value lets a WASI p2 component do (docs/networking.md).
+NETWORK_MODES: dict[str, str] = {
+    "all": "TCP and UDP sockets (listen, accept, connect), name lookup and outgoing HTTP",
+    "http": "outgoing HTTP requests (wasi:http) only; socket creation refused",
+    "none": "no sockets, no name lookup, no outgoing HTTP",
+}
+
+
+def network_mode(annotations: Mapping[str, str]) -> str:
+    value = annotations.get(NETWORK_ANNOTATION, "all")
+    if value not in NETWORK_MODES:
+        allowed = "; ".join(f"{k} = {v}" for k, v in NETWORK_MODES.items())
+        raise InvalidArgument(
+            f"annotation {NETWORK_ANNOTATION}={value!r} is not allowed; use one of: {allowed}"
+        )
+    return value
