@@ -9,18 +9,23 @@
   the next test starts clean.
 - when a test fails, the part of containerd's log written during the test (shim logs included)
   is attached to the report.
+- the machine's own network namespace is never configured by a test: its interfaces
+  (`ip -br link`) are recorded before the session; a test after which a new one appears fails
+  (and the interface is deleted), and so does the session when one appears at its end or when a
+  network namespace this session made (/run/netns/pw-<pytest pid>-*) is still there.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from integration import images
+from integration import images, netns
 from integration.containerd import Containerd, ContainerdError, new_id, run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,6 +46,39 @@ LOG_TAIL_LINES = 120
 LEAK_GRACE_SECONDS = 10.0
 
 _START_ERRORS: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_network() -> Iterator[dict[str, str]]:
+    """The machine's own interfaces before the session; checked again at its end."""
+    before = netns.host_links()
+    yield before
+    problems = _new_host_links(before)
+    ours = sorted(n for n in netns.named_netns() if n.startswith(f"pw-{os.getpid()}-"))
+    for name in ours:
+        problems.append(f"network namespace {name} left by this session (deleted)")
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+    if problems:
+        pytest.fail("the machine's own network changed:\n" + "\n".join(problems), pytrace=False)
+
+
+def _new_host_links(before: dict[str, str]) -> list[str]:
+    """Interfaces of the machine's namespace that were not there before; each is deleted."""
+    found = []
+    for name, line in netns.host_links().items():
+        if name not in before:
+            r = subprocess.run(["ip", "link", "del", name], capture_output=True, text=True)
+            gone = "deleted" if r.returncode == 0 else f"ip link del failed: {r.stderr.strip()}"
+            found.append(f"new interface in the machine's namespace: {line} ({gone})")
+    return found
+
+
+@pytest.fixture(autouse=True)
+def host_interfaces_unchanged(host_network: dict[str, str]) -> Iterator[None]:
+    yield
+    problems = _new_host_links(host_network)
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
 
 
 @pytest.fixture(scope="session")

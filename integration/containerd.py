@@ -162,6 +162,9 @@ class Containerd:
         self.proc: subprocess.Popen[bytes] | None = None
         self.env = self._environment()
         self.start_seconds = 0.0
+        #: argv prefix containerd is started with, e.g. `nsenter --net=/run/netns/N` (which
+        #: execs containerd: the pid stays containerd's)
+        self.launcher: list[str] = []
 
     # --- set-up ---------------------------------------------------------------------------
 
@@ -288,7 +291,7 @@ class Containerd:
         t0 = time.monotonic()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(self.flavor.containerd), "--config", str(self.config)],
+                [*self.launcher, str(self.flavor.containerd), "--config", str(self.config)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,

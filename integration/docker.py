@@ -18,6 +18,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,6 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 DOCKER_PREFIX = REPO / ".cache" / "docker-28"
 DOCKERD = DOCKER_PREFIX / "usr" / "sbin" / "dockerd"
 DOCKER_CLI = DOCKER_PREFIX / "usr" / "bin" / "docker"
+#: Debian sid's docker-buildx, a CLI plugin: found by the client in $DOCKER_CONFIG/cli-plugins.
+BUILDX = DOCKER_PREFIX / "usr" / "libexec" / "docker" / "cli-plugins" / "docker-buildx"
 PYWASM = "io.containerd.pywasm.v1"
 #: The containerd namespace Docker keeps its containers and images in.
 NAMESPACE = "moby"
@@ -38,9 +41,22 @@ class DockerError(RuntimeError):
 
 
 class Dockerd:
-    """One private dockerd on `ctrd` (which must be containerd 2.1). start()/stop()."""
+    """One private dockerd on `ctrd` (which must be containerd 2.1). start()/stop().
 
-    def __init__(self, ctrd: Containerd) -> None:
+    `bridge=True` keeps Docker's default bridge network (docker0, a veth per container); such a
+    daemon configures network interfaces, so it must run in a network namespace of the test's
+    own: `launcher` is then e.g. `["nsenter", "--net=/run/netns/N"]` (integration/netns.py)."""
+
+    def __init__(
+        self, ctrd: Containerd, *, bridge: bool = False, launcher: Sequence[str] = ()
+    ) -> None:
+        if bridge and not launcher:
+            raise DockerError(
+                "a bridge-network dockerd would configure this machine's own network: give it "
+                "a launcher that enters a test network namespace (integration/netns.py)"
+            )
+        self.bridge = bridge
+        self.launcher = list(launcher)
         if ctrd.version != "2.1":
             raise DockerError(f"Docker 28 needs containerd 2.x, not {ctrd.version}")
         self.ctrd = ctrd
@@ -66,7 +82,7 @@ class Dockerd:
             self.env.pop(var, None)
 
     def daemon_config(self) -> dict[str, Any]:
-        return {
+        config: dict[str, Any] = {
             "features": {"containerd-snapshotter": True},
             "iptables": False,
             "ip6tables": False,
@@ -80,6 +96,9 @@ class Dockerd:
             # What `pywasm config docker` installs: `--runtime pywasm` as a short name.
             "runtimes": nodesetup.docker_config()["runtimes"],
         }
+        if self.bridge:
+            del config["bridge"]
+        return config
 
     def start(self, timeout: float = 60.0) -> Dockerd:
         for binary in (DOCKERD, DOCKER_CLI):
@@ -90,11 +109,14 @@ class Dockerd:
                 raise DockerError(f"{path} already exists")
         self.data_root.mkdir(parents=True)
         self.config_dir.mkdir(parents=True)
+        if BUILDX.exists():
+            (self.config_dir / "cli-plugins").mkdir()
+            (self.config_dir / "cli-plugins" / "docker-buildx").symlink_to(BUILDX)
         self.config.write_text(json.dumps(self.daemon_config(), indent=2) + "\n")
         t0 = time.monotonic()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(DOCKERD), "--config-file", str(self.config)],
+                [*self.launcher, str(DOCKERD), "--config-file", str(self.config)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -342,4 +364,4 @@ class DockerBackground:
         self.stop()
 
 
-__all__ = ["DOCKER_CLI", "DOCKERD", "ContainerdError", "DockerError", "Dockerd", "PYWASM"]
+__all__ = ["BUILDX", "DOCKER_CLI", "DOCKERD", "ContainerdError", "DockerError", "Dockerd", "PYWASM"]
