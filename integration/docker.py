@@ -18,6 +18,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -40,9 +41,22 @@ class DockerError(RuntimeError):
 
 
 class Dockerd:
-    """One private dockerd on `ctrd` (which must be containerd 2.1). start()/stop()."""
+    """One private dockerd on `ctrd` (which must be containerd 2.1). start()/stop().
 
-    def __init__(self, ctrd: Containerd) -> None:
+    `bridge=True` keeps Docker's default bridge network (docker0, a veth per container); such a
+    daemon configures network interfaces, so it must run in a network namespace of the test's
+    own: `launcher` is then e.g. `["nsenter", "--net=/run/netns/N"]` (integration/netns.py)."""
+
+    def __init__(
+        self, ctrd: Containerd, *, bridge: bool = False, launcher: Sequence[str] = ()
+    ) -> None:
+        if bridge and not launcher:
+            raise DockerError(
+                "a bridge-network dockerd would configure this machine's own network: give it "
+                "a launcher that enters a test network namespace (integration/netns.py)"
+            )
+        self.bridge = bridge
+        self.launcher = list(launcher)
         if ctrd.version != "2.1":
             raise DockerError(f"Docker 28 needs containerd 2.x, not {ctrd.version}")
         self.ctrd = ctrd
@@ -68,7 +82,7 @@ class Dockerd:
             self.env.pop(var, None)
 
     def daemon_config(self) -> dict[str, Any]:
-        return {
+        config: dict[str, Any] = {
             "features": {"containerd-snapshotter": True},
             "iptables": False,
             "ip6tables": False,
@@ -82,6 +96,9 @@ class Dockerd:
             # What `pywasm config docker` installs: `--runtime pywasm` as a short name.
             "runtimes": nodesetup.docker_config()["runtimes"],
         }
+        if self.bridge:
+            del config["bridge"]
+        return config
 
     def start(self, timeout: float = 60.0) -> Dockerd:
         for binary in (DOCKERD, DOCKER_CLI):
@@ -99,7 +116,7 @@ class Dockerd:
         t0 = time.monotonic()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(DOCKERD), "--config-file", str(self.config)],
+                [*self.launcher, str(DOCKERD), "--config-file", str(self.config)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
