@@ -15,6 +15,11 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pywasmd.engine import Engine
+    from pywasmd.oci.plan import WasiPlan
 
 log = logging.getLogger("pywasmd.cache")
 
@@ -125,6 +130,17 @@ class CompileCache:
     def __init__(self, root: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.root = root or os.environ.get("PYWASM_CACHE_DIR") or DEFAULT_DIR
         self.max_bytes = max_bytes
+
+    def key(self, engine: Engine, plan: WasiPlan, digest: str | None = None) -> str:
+        """Where ``engine`` compiling ``plan``'s module is stored: the one key derivation, used
+        by the worker and by ``pywasm warm`` alike.
+
+        ``digest`` is the module's sha256 when the caller has it; otherwise it is taken from
+        the digest memo under this cache (a later start reads no 26 MB module to hash it).
+        """
+        if digest is None:
+            digest = remembered_digest(plan.module, self.root)
+        return cache_key(digest, [engine.name, engine.fingerprint(plan)])
 
     def path(self, key: str) -> str:
         return os.path.join(self.root, key + _SUFFIX)

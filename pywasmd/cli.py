@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pywasmd.errors import InvalidArgument, NotFound, ShimError
+from pywasmd.wasmbin import HEADER_SIZE, is_wasm
 
 PROG = "pywasm"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-_WASM_MAGIC = b"\0asm"
 
 
 class _UsageError(Exception):
@@ -388,7 +388,7 @@ def _warm(args: argparse.Namespace) -> int:
     """Compile ahead of time, into the same entry the shim's worker would look up."""
     import tempfile
 
-    from pywasmd.cache import CompileCache, cache_key, module_digest
+    from pywasmd.cache import CompileCache, module_digest
     from pywasmd.engine import get_engine
     from pywasmd.image.build import Platform
     from pywasmd.nodeconfig import config_path, load_node_config
@@ -426,7 +426,8 @@ def _warm(args: argparse.Namespace) -> int:
         )
         engine = get_engine(plan.engine)
         cache = CompileCache(args.cache_dir)
-        key = cache_key(module_digest(module), [engine.name, engine.fingerprint(plan)])
+        # A scratch copy's identity would only litter the digest memo: hash it outright.
+        key = cache.key(engine, plan, module_digest(module))
         if cache.lookup(key) is not None:
             print(f"{name}: already compiled ({cache.path(key)})")
             return EXIT_OK
@@ -595,7 +596,7 @@ def _read_module(path: Path) -> bytes:
         raise InvalidArgument(f"{path}: is a directory, not a WebAssembly module") from None
     except OSError as e:
         raise InvalidArgument(f"{path}: {e.strerror or e}") from None
-    if data[:4] != _WASM_MAGIC or len(data) < 8:
+    if not is_wasm(data) or len(data) < HEADER_SIZE:
         raise InvalidArgument(f"{path}: not a WebAssembly binary: {_describe(data)}")
     return data
 
@@ -604,7 +605,7 @@ def _describe(data: bytes) -> str:
     """Say what a non-Wasm file looks like, since the usual mistakes have telltale starts."""
     if not data:
         return "the file is empty"
-    if data[:4] == _WASM_MAGIC:
+    if is_wasm(data):
         return f"it is truncated ({len(data)} bytes, shorter than the 8-byte header)"
     signatures = [
         (b"\x7fELF", "it is an ELF executable (a native program, not Wasm)"),

@@ -30,17 +30,8 @@ class GuestOutOfMemory(Exception):
     """Raised by ``run`` when the guest failed after hitting ``plan.memory_limit``."""
 
 
-#: Layer media types of Wasm in an OCI artifact.  runwasi uses the component one for core
-#: modules as well, so the binary's header, not the layer type, tells modules from components.
-WASM_LAYER = "application/wasm"
-WASM_CONTENT_LAYER = "application/vnd.wasm.content.layer.v1+wasm"
-WASM_COMPONENT_LAYER = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm"
-
-
 class Engine(Protocol):
     name: str
-    #: Layer media types whose content this engine can run.
-    media_types: frozenset[str]
 
     def load(self, plan: WasiPlan) -> object:
         """Compile the module; raise ``InvalidArgument`` naming the field when it cannot run."""

@@ -29,15 +29,10 @@ try:
 except Exception as exc:  # noqa: BLE001 - on CPython >= 3.11 a stub wheel raises at import
     raise ImportError(f"wasmer-python does not import: {exc}") from exc
 
-from pywasmd.engine import (
-    TRAP_EXIT_STATUS,
-    WASM_COMPONENT_LAYER,
-    WASM_CONTENT_LAYER,
-    WASM_LAYER,
-)
-from pywasmd.engines._wasmbin import binary_kind, cap_memories
+from pywasmd.engine import TRAP_EXIT_STATUS
 from pywasmd.errors import InvalidArgument
 from pywasmd.oci.plan import WasiPlan
+from pywasmd.wasmbin import COMPONENT, binary_kind, cap_memories
 
 _EXIT = re.compile(r"WASI exited with code: (\d+)")
 
@@ -65,7 +60,7 @@ def _code(plan: WasiPlan) -> bytes:
             wasm = f.read()
     except OSError as exc:
         raise InvalidArgument(f"{what} cannot be read: {exc}") from exc
-    if binary_kind(wasm[:8], what) == "component":
+    if binary_kind(wasm[:8], what) == COMPONENT:
         raise InvalidArgument(
             f"{what} is a WASI preview 2 component; engine wasmer runs core modules only: "
             "use engine wasmtime (annotation pywasm.io/engine=wasmtime)"
@@ -98,8 +93,6 @@ def _reason(exc: BaseException) -> str:
 
 class WasmerEngine:
     name = "wasmer"
-    # runwasi labels core modules with the component layer type too; the header decides.
-    media_types = frozenset({WASM_LAYER, WASM_CONTENT_LAYER, WASM_COMPONENT_LAYER})
 
     def _compile(self, plan: WasiPlan) -> _Loaded:
         wasm = _code(plan)

@@ -17,14 +17,11 @@ from wasmtime import component as wc
 from pywasmd.engine import (
     FUEL_EXIT_STATUS,
     TRAP_EXIT_STATUS,
-    WASM_COMPONENT_LAYER,
-    WASM_CONTENT_LAYER,
-    WASM_LAYER,
     GuestOutOfMemory,
 )
-from pywasmd.engines._wasmbin import binary_kind
 from pywasmd.errors import InvalidArgument
 from pywasmd.oci.plan import WasiPlan
+from pywasmd.wasmbin import binary_kind
 
 # Every feature of the allow-list (pywasmd.oci.engine_choice) and the Config switch it flips.
 # They are all switched off unless asked for, so a module behaves the same whatever this
@@ -134,7 +131,6 @@ _VERSION = version("wasmtime")
 
 class WasmtimeEngine:
     name = "wasmtime"
-    media_types = frozenset({WASM_LAYER, WASM_CONTENT_LAYER, WASM_COMPONENT_LAYER})
 
     def load(self, plan: WasiPlan) -> object:
         engine = _engine(plan)

@@ -19,10 +19,8 @@ from pywasmd.image import mediatypes
 
 WASM_CONFIG: Final = mediatypes.WASM_CONFIG
 WASM_LAYER: Final = mediatypes.WASM_LAYER
-# Layer types other producers use for the same thing (runwasi's earlier layout; Spin).
-BYTECODEALLIANCE_LAYER: Final = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm"
-WASM_CONTENT_LAYER: Final = "application/vnd.wasm.content.layer.v1+wasm"
-WASM_LAYER_TYPES: Final = (WASM_LAYER, BYTECODEALLIANCE_LAYER, WASM_CONTENT_LAYER)
+WASM_CONTENT_LAYER: Final = mediatypes.WASM_CONTENT_LAYER
+WASM_LAYER_TYPES: Final = mediatypes.WASM_LAYER_TYPES
 
 ANNOTATION_TITLE: Final = "org.opencontainers.image.title"
 DEFAULT_MODULE_NAME: Final = "module.wasm"

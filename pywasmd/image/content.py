@@ -198,10 +198,7 @@ def _single_image(content: Content) -> Image | None:
         return None
     manifest = content.document(content.root.digest)
     config = manifest.get("config") or {}
-    if config.get("mediaType") not in (
-        mediatypes.CONFIG,
-        "application/vnd.docker.container.image.v1+json",
-    ):
+    if config.get("mediaType") not in (mediatypes.CONFIG, mediatypes.DOCKER_CONFIG):
         return None
     return Image(content.blobs, content.root, descriptor_from_json(config))
 

@@ -11,6 +11,7 @@ from pywasmd.image import artifact, wasm
 from pywasmd.image.build import WASI, Descriptor, Platform, digest_of
 from pywasmd.image.content import Content
 from pywasmd.image.layout import ArchivedImage, Layer
+from pywasmd.wasmbin import is_wasm
 
 Rows = list[tuple[str, str]]
 
@@ -141,7 +142,7 @@ def _image_rows(content: Content, desc: Descriptor, manifest: Mapping[str, Any])
 def _module_rows(name: str, data: bytes | None) -> Rows:
     if data is None:
         return [("module", f"{name} (layer not present)")]
-    if data[:4] != wasm.MAGIC:
+    if not is_wasm(data):
         return [
             ("module", f"{name} ({len(data)} bytes, not WebAssembly)"),
             ("module digest", digest_of(data)),

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pywasmd.errors import InvalidArgument
+from pywasmd import wasmbin
+from pywasmd.wasmbin import COMPONENT, MODULE, Reader, Truncated, Unknown
 
-MAGIC = b"\0asm"
-_CORE_VERSION = b"\x01\x00\x00\x00"
-# A component's preamble: version 0x0d (pre-1.0 component model) in layer 1.
-_COMPONENT_LAYER = b"\x01\x00"
+#: Kept for the callers that test a file's first bytes.
+MAGIC = wasmbin.MAGIC
 
 WASI_P1 = "wasip1"
 WASI_P2 = "wasip2"
@@ -37,125 +36,42 @@ class WasmInfo:
     @property
     def wasi(self) -> str:
         """`wasip1` for core modules, `wasip2` for components (the artifact spec's `os`)."""
-        return WASI_P2 if self.kind == "component" else WASI_P1
-
-
-class _Truncated(Exception):
-    pass
-
-
-class _Unknown(Exception):
-    pass
-
-
-class _Reader:
-    def __init__(self, data: bytes, pos: int = 0, end: int | None = None) -> None:
-        self.data = data
-        self.pos = pos
-        self.end = len(data) if end is None else end
-
-    def byte(self) -> int:
-        if self.pos >= self.end:
-            raise _Truncated
-        b = self.data[self.pos]
-        self.pos += 1
-        return b
-
-    def u32(self) -> int:
-        result = shift = 0
-        while True:
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return result
-            shift += 7
-            if shift > 35:
-                raise _Unknown
-
-    def s33(self) -> int:
-        result = shift = 0
-        while True:
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                if b & 0x40:
-                    result -= 1 << shift
-                return result
-            if shift > 35:
-                raise _Unknown
-
-    def name(self) -> str:
-        n = self.u32()
-        if self.pos + n > self.end:
-            raise _Truncated
-        raw = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return raw.decode("utf-8", errors="replace")
-
-    def skip(self, n: int) -> None:
-        if self.pos + n > self.end:
-            raise _Truncated
-        self.pos += n
+        return WASI_P2 if self.kind == COMPONENT else WASI_P1
 
 
 def check_header(data: bytes, what: str) -> None:
     """Refuse anything that is not a whole Wasm header, saying what it looks like instead."""
-    if data[:4] != MAGIC:
-        raise InvalidArgument(f"{what}: not a WebAssembly binary (starts {data[:8].hex(' ')})")
-    if len(data) < 8:
-        raise InvalidArgument(f"{what}: truncated WebAssembly binary ({len(data)} bytes)")
+    wasmbin.binary_kind(data[: wasmbin.HEADER_SIZE], what)
 
 
 def parse(data: bytes, what: str = "module") -> WasmInfo:
     """Header and top-level imports/exports; raises InvalidArgument when it is not Wasm, or
     when the sections run past the end of the file (a truncated download or copy)."""
-    check_header(data, what)
+    kind = wasmbin.binary_kind(data[: wasmbin.HEADER_SIZE], what)
     version = int.from_bytes(data[4:6], "little")
-    if data[4:8] == _CORE_VERSION:
-        kind = "module"
-    elif data[6:8] == _COMPONENT_LAYER:
-        kind = "component"
-    else:
-        raise InvalidArgument(
-            f"{what}: unknown WebAssembly version/layer {data[4:8].hex(' ')} "
-            "(expected 01 00 00 00 for a module or 0d 00 01 00 for a component)"
-        )
     imports: list[str] = []
     exports: list[str] = []
     partial = False
-    r = _Reader(data, 8)
     try:
-        while r.pos < r.end:
-            section = r.byte()
-            size = r.u32()
-            if r.pos + size > r.end:
-                raise InvalidArgument(
-                    f"{what}: truncated WebAssembly binary: section {section} needs {size} "
-                    f"bytes at offset {r.pos}, the file has {r.end - r.pos} left"
-                )
-            body = _Reader(data, r.pos, r.pos + size)
-            r.skip(size)
+        for section, body in wasmbin.sections(data, what):
             try:
-                if kind == "module" and section == _CORE_IMPORT:
+                if kind == MODULE and section == _CORE_IMPORT:
                     imports += _core_imports(body)
-                elif kind == "module" and section == _CORE_EXPORT:
+                elif kind == MODULE and section == _CORE_EXPORT:
                     exports += _core_exports(body)
-                elif kind == "component" and section == _COMPONENT_IMPORT:
+                elif kind == COMPONENT and section == _COMPONENT_IMPORT:
                     imports += _component_names(body, exports=False)
-                elif kind == "component" and section == _COMPONENT_EXPORT:
+                elif kind == COMPONENT and section == _COMPONENT_EXPORT:
                     exports += _component_names(body, exports=True)
-            except (_Unknown, _Truncated):
+            except (Unknown, Truncated):
                 partial = True
-    except _Truncated:
-        raise InvalidArgument(f"{what}: truncated WebAssembly binary") from None
-    except _Unknown:
+    except Unknown:
         partial = True
-    modules = tuple(dict.fromkeys(i.split("#", 1)[0] for i in imports)) if kind == "module" else ()
+    modules = tuple(dict.fromkeys(i.split("#", 1)[0] for i in imports)) if kind == MODULE else ()
     return WasmInfo(kind, version, tuple(imports), tuple(exports), partial, modules)
 
 
-def _core_imports(r: _Reader) -> list[str]:
+def _core_imports(r: Reader) -> list[str]:
     out = []
     for _ in range(r.u32()):
         module, name = r.name(), r.name()
@@ -164,7 +80,7 @@ def _core_imports(r: _Reader) -> list[str]:
     return out
 
 
-def _skip_import_desc(r: _Reader) -> None:
+def _skip_import_desc(r: Reader) -> None:
     kind = r.byte()
     if kind == 0x00:  # function: type index
         r.u32()
@@ -180,29 +96,29 @@ def _skip_import_desc(r: _Reader) -> None:
         r.byte()
         r.u32()
     else:
-        raise _Unknown
+        raise Unknown
 
 
-def _skip_reftype(r: _Reader) -> None:
+def _skip_reftype(r: Reader) -> None:
     b = r.byte()
     if b in (0x63, 0x64):  # (ref null? heaptype)
         r.s33()
 
 
-def _skip_valtype(r: _Reader) -> None:
+def _skip_valtype(r: Reader) -> None:
     _skip_reftype(r)
 
 
-def _skip_limits(r: _Reader) -> None:
+def _skip_limits(r: Reader) -> None:
     flags = r.byte()
     if flags > 0x07:
-        raise _Unknown
+        raise Unknown
     r.u32()  # LEB128 of any width reads the same for skipping purposes
     if flags & 0x01:
         r.u32()
 
 
-def _core_exports(r: _Reader) -> list[str]:
+def _core_exports(r: Reader) -> list[str]:
     out = []
     for _ in range(r.u32()):
         name = r.name()
@@ -215,12 +131,12 @@ def _core_exports(r: _Reader) -> list[str]:
     return out
 
 
-def _component_names(r: _Reader, *, exports: bool) -> list[str]:
+def _component_names(r: Reader, *, exports: bool) -> list[str]:
     out = []
     for _ in range(r.u32()):
         tag = r.byte()
         if tag not in (0x00, 0x01):
-            raise _Unknown
+            raise Unknown
         out.append(r.name())
         if tag == 0x01:  # a version suffix follows the name in the newer encoding
             r.name()
@@ -236,7 +152,7 @@ def _component_names(r: _Reader, *, exports: bool) -> list[str]:
     return out
 
 
-def _skip_externdesc(r: _Reader) -> None:
+def _skip_externdesc(r: Reader) -> None:
     kind = r.byte()
     if kind == 0x00:  # core module: 0x11 typeidx
         r.byte()
@@ -252,4 +168,4 @@ def _skip_externdesc(r: _Reader) -> None:
         if r.byte() == 0x00:
             r.u32()
     else:
-        raise _Unknown
+        raise Unknown

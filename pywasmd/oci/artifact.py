@@ -34,7 +34,9 @@ from typing import TYPE_CHECKING, Any
 
 from pywasmd.errors import Internal, InvalidArgument, NotFound, ShimError, Unavailable
 from pywasmd.image import artifact
-from pywasmd.oci.module import WASM_MAGIC, locate_module
+from pywasmd.image.mediatypes import INDEX_TYPES
+from pywasmd.oci.module import locate_module
+from pywasmd.wasmbin import is_wasm
 
 if TYPE_CHECKING:
     from pywasmd.oci.spec import RuntimeSpec
@@ -54,13 +56,6 @@ _GC_EXPIRE = "containerd.io/gc.expire"
 _NAMESPACE_HEADER = "containerd-namespace"
 _MAX_DOCUMENT = 4 << 20
 _RPC_TIMEOUT = 30.0
-
-_INDEX_TYPES = frozenset(
-    {
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-    }
-)
 
 
 def module_dir() -> str:
@@ -237,7 +232,7 @@ class ContainerdArtifacts:
         media_type, digest = target.media_type, target.digest
         for _ in range(4):
             doc = await self._document(digest, f"image {name}")
-            if media_type not in _INDEX_TYPES and doc.get("mediaType") not in _INDEX_TYPES:
+            if media_type not in INDEX_TYPES and doc.get("mediaType") not in INDEX_TYPES:
                 return doc
             entry = choose_manifest(doc, name)
             if entry is None:
@@ -334,7 +329,7 @@ class ContainerdArtifacts:
                     f"{what}: content does not match the manifest (got {size} bytes with "
                     f"digest {digest}, the manifest says {layer.size} bytes); refusing to run it"
                 )
-            if head[:4] != WASM_MAGIC:
+            if not is_wasm(head):
                 raise InvalidArgument(
                     f"{what} ({layer.media_type}) is not a WebAssembly module (starts with "
                     f"{head[:4]!r})"

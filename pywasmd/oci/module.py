@@ -8,8 +8,8 @@ import stat
 
 from pywasmd.errors import InvalidArgument
 from pywasmd.paths import DEFAULT_PATH
+from pywasmd.wasmbin import is_wasm
 
-WASM_MAGIC = b"\0asm"
 _MAX_LINKS = 40
 
 
@@ -68,7 +68,7 @@ def locate_module(rootfs: str, arg0: str, cwd: str = "/") -> str:
         raise InvalidArgument(f"Wasm module {arg0!r} is not a regular file; {hint}")
     with open(host, "rb") as f:
         head = f.read(8)
-    if head[:4] != WASM_MAGIC:
+    if not is_wasm(head):
         raise InvalidArgument(
             f"{arg0!r} is not a WebAssembly module (starts with {head[:4]!r}, expected "
             f"b'\\x00asm'); pywasm runs WebAssembly modules and hands executable Linux "
@@ -117,7 +117,7 @@ def program_kind(rootfs: str, arg0: str, cwd: str = "/", env: tuple[str, ...] = 
                 head = f.read(4)
         except (OSError, InvalidArgument):
             continue
-        if head == WASM_MAGIC:
+        if is_wasm(head):
             return WASM
         if linux_ok and st.st_mode & 0o111 and head.startswith((b"\x7fELF", b"#!")):
             return LINUX

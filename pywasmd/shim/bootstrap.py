@@ -149,18 +149,6 @@ def start(args: ShimArgs) -> int:
 # --- delete ------------------------------------------------------------------------
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def encode_delete_response(pid: int, exit_status: int, exited_at_ns: int) -> bytes:
     """DeleteResponse{1 pid, 2 exit_status, 3 exited_at}, encoded by hand.
 
@@ -168,6 +156,8 @@ def encode_delete_response(pid: int, exit_status: int, exited_at_ns: int) -> byt
     fields would cost more than the whole subcommand.  A unit test pins this
     against the generated class.
     """
+    from pywasmd.wasmbin import uleb128 as _varint  # protobuf's varint; ``start`` needs none
+
     seconds, nanos = divmod(exited_at_ns, 1_000_000_000)
     stamp = b"\x08" + _varint(seconds) + (b"\x10" + _varint(nanos) if nanos else b"")
     body = b""

@@ -45,14 +45,13 @@ def _read_line(fd: int) -> bytes:
 
 def _load(engine: Engine, plan: WasiPlan) -> object:
     """Load through the node's compile cache: compile on the first start only."""
-    from pywasmd.cache import CompileCache, cache_key, remembered_digest
+    from pywasmd.cache import CompileCache
     from pywasmd.errors import ShimError
 
     if os.environ.get("PYWASM_CACHE") == "off":
         return engine.load(plan)
     cache = CompileCache()
-    digest = remembered_digest(plan.module, cache.root)
-    key = cache_key(digest, [engine.name, engine.fingerprint(plan)])
+    key = cache.key(engine, plan)
     path = cache.lookup(key)
     if path is not None:
         try:

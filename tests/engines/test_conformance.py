@@ -165,7 +165,7 @@ def test_module_without_start_is_refused_at_create(engine: Engine, wat: Wat, tmp
 def test_garbage_is_refused_at_create(engine: Engine, tmp_path: Path):
     junk = tmp_path / "junk.wasm"
     junk.write_bytes(b"#!/bin/sh\necho hi\n")
-    with pytest.raises(InvalidArgument, match="not a Wasm binary"):
+    with pytest.raises(InvalidArgument, match="not a WebAssembly binary"):
         start(make_plan(junk, engine=engine.name), tmp_path / "w")
 
 

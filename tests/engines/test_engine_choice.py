@@ -5,15 +5,15 @@ import sys
 import pytest
 
 from pywasmd.engine import get_engine
-from pywasmd.engines._wasmbin import (
+from pywasmd.errors import InvalidArgument, Unavailable
+from pywasmd.oci.engine_choice import ALLOWED_FEATURES, EngineChoice, choose_engine
+from pywasmd.oci.plan import WasiPlan
+from pywasmd.wasmbin import (
     COMPONENT_HEADER,
     CORE_MODULE_HEADER,
     binary_kind,
     cap_memories,
 )
-from pywasmd.errors import InvalidArgument, Unavailable
-from pywasmd.oci.engine_choice import ALLOWED_FEATURES, EngineChoice, choose_engine
-from pywasmd.oci.plan import WasiPlan
 
 
 def test_default_is_wasmtime_without_features():
@@ -94,10 +94,12 @@ def test_wasmer_imports_on_old_python_and_says_what_to_install_on_new():
 def test_binary_kind_reads_the_header():
     assert binary_kind(CORE_MODULE_HEADER, "m") == "module"
     assert binary_kind(COMPONENT_HEADER, "m") == "component"
-    with pytest.raises(InvalidArgument, match="unknown version 02000000"):
+    with pytest.raises(InvalidArgument, match="unknown WebAssembly version/layer 02 00 00 00"):
         binary_kind(b"\0asm\x02\0\0\0", "m")
-    with pytest.raises(InvalidArgument, match="not a Wasm binary"):
+    with pytest.raises(InvalidArgument, match="not a WebAssembly binary"):
         binary_kind(b"\x7fELF\x02\x01\x01\x00", "m")
+    with pytest.raises(InvalidArgument, match=r"truncated WebAssembly binary \(6 bytes\)"):
+        binary_kind(b"\0asm\x01\x00", "m")
 
 
 @pytest.mark.parametrize(
