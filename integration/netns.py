@@ -171,6 +171,14 @@ def _describe(pid: int) -> str:
         return f"{pid}: (gone)"
 
 
+def _is_zygote(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().startswith(b"pywasm-zygote")
+    except OSError:
+        return False
+
+
 class Stack:
     """A test netns with a private containerd (and optionally Docker on its default bridge
     network) inside it, shims on a private fork-server socket."""
@@ -220,7 +228,8 @@ class Stack:
             self.ctrd.stop()
         if self.netns.created:
             # What outlives the daemons: the zygote, shims, workers; all ours.
-            pids = self.netns.pids()
+            # The zygote stays on purpose (it serves later containers until it idles out).
+            pids = [p for p in self.netns.pids() if not _is_zygote(p)]
             left += [f"process left in {self.netns.name}: {_describe(p)}" for p in pids]
             self.netns.kill_all()
         dirs = [self.ctrd.tmp, self.ctrd.state, self.zygote_dir]
