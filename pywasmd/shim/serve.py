@@ -137,7 +137,7 @@ async def _serve(listener: socket.socket, args: ShimArgs) -> None:
     reaper.install(loop)
     publisher = TtrpcEventPublisher(os.environ.get("TTRPC_ADDRESS", ""), args.namespace)
     publisher.start()
-    from pywasmd.oci.artifact import ContainerdArtifacts
+    from pywasmd.shim.artifacts import ContainerdArtifacts
 
     artifacts = ContainerdArtifacts(args.address, args.namespace)
     service = TaskService(

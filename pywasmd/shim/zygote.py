@@ -141,7 +141,7 @@ def _preload() -> dict[str, float]:
     import yaml  # noqa: F401
 
     import pywasmd.engines.wasmtime  # noqa: F401
-    import pywasmd.oci.artifact  # noqa: F401
+    import pywasmd.shim.artifacts  # noqa: F401
     import pywasmd.shim.events  # noqa: F401
     import pywasmd.shim.serve  # noqa: F401
     import pywasmd.shim.server  # noqa: F401

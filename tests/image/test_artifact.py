@@ -20,7 +20,7 @@ from pywasmd.image.content import (
     write_archive,
 )
 from pywasmd.image.reference import parse_reference
-from pywasmd.oci.artifact import choose_manifest, module_path
+from pywasmd.shim.artifacts import choose_manifest, module_path
 
 MODULE = wasmtime.wat2wasm(
     '(module (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))'

@@ -12,14 +12,14 @@ and the module layer from the content store, checks the digest and hands the eng
   type it does not know), from the container label or OCI annotation `io.pywasm.image`.
 - A lease (`pywasm.<container id>`) holds the layer while it is read, so `ctr images rm`
   cannot make containerd's GC delete it mid-read. Once our verified copy exists the run no
-  longer depends on the content store, so by default the lease ends with the lookup; with
-  `hold=True` it is kept until `release` (wired to the task's Delete). Its `gc.expire` label
-  lets containerd drop it on its own if the shim dies without releasing it.
+  longer depends on the content store, so the lease ends with the lookup. Its `gc.expire`
+  label lets containerd drop it on its own if the shim dies before ending it.
 - Modules are written content-addressed under `<compile cache>/modules/`, atomically, after
   their digest checked out: a second container of the same artifact reads nothing again.
 
 grpc and the generated stubs are imported on first use only: the shim's `start` and `delete`
-paths never load this module's dependencies.
+paths never load this module's dependencies. This module lives in the shim, not in the pure
+`pywasmd.oci`, because importing it changes the process (GRPC_ENABLE_FORK_SUPPORT below).
 """
 
 from __future__ import annotations
@@ -88,13 +88,10 @@ def choose_manifest(index: Mapping[str, Any], what: str) -> Mapping[str, Any] | 
 class ContainerdArtifacts:
     """An `ArtifactLookup` (see pywasmd.shim.service) backed by containerd's gRPC API."""
 
-    def __init__(
-        self, address: str, namespace: str, directory: str | None = None, *, hold: bool = False
-    ) -> None:
+    def __init__(self, address: str, namespace: str, directory: str | None = None) -> None:
         self.address = address
         self.namespace = namespace
         self.directory = directory or module_dir()
-        self.hold = hold
         self._channel: Any = None
 
     # --- the lookup ----------------------------------------------------------------------
@@ -118,16 +115,14 @@ class ContainerdArtifacts:
         layer = artifact.wasm_layer(manifest, f"image {name}")
         path = module_path(self.directory, layer.digest)
         cached = _present(path, layer.size)
-        if cached and not self.hold:
+        if cached:
             log.info("container %s: Wasm artifact %s, module %s (cached)", container_id, name, path)
             return path
         await self._lease(container_id, layer.digest)
         try:
-            if not cached:
-                await self._fetch(name, layer, path)
+            await self._fetch(name, layer, path)
         finally:
-            if not self.hold:
-                await self.release(container_id)
+            await self._end_lease(container_id)
         log.info("container %s: Wasm artifact %s, module %s", container_id, name, path)
         return path
 
@@ -154,8 +149,8 @@ class ContainerdArtifacts:
             return None
         return list(entry) or None
 
-    async def release(self, container_id: str) -> None:
-        """Drop the container's lease (Delete); a missing lease is fine."""
+    async def _end_lease(self, container_id: str) -> None:
+        """Drop the lease taken for reading the module; a missing lease is fine."""
         if self._channel is None and not self.address:
             return
         from pywasmd.api.containerd.services.leases.v1 import leases_pb2 as pb
@@ -166,11 +161,6 @@ class ContainerdArtifacts:
             await self._call(stub.Delete, pb.DeleteRequest(id=LEASE_PREFIX + container_id))
         except NotFound:
             pass
-
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = None
 
     # --- containerd calls ----------------------------------------------------------------
 
