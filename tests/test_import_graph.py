@@ -126,7 +126,7 @@ def test_the_graph_sees_function_level_imports() -> None:
     # bootstrap imports the zygote only inside start's helpers, to keep `delete` cheap.
     graph = import_graph()
     assert "pywasmd.shim.zygote" in graph["pywasmd.shim.bootstrap"]
-    assert "pywasmd.errors" in graph["pywasmd.shim.status"]
+    assert "pywasmd.errors" in graph["pywasmd.shim.server"]
 
 
 def test_a_cycle_is_reported(tmp_path: Path) -> None:

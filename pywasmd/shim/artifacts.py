@@ -233,7 +233,10 @@ class ContainerdArtifacts:
     async def _document(self, digest: str, what: str) -> dict[str, Any]:
         data = await self._read(digest, _MAX_DOCUMENT, what)
         if _digest(data) != digest:
-            raise InvalidArgument(f"{what}: blob {digest} in containerd does not match its digest")
+            raise Internal(
+                f"{what}: containerd's content store returned blob {digest} with other content "
+                "(a damaged content store): remove the image and pull it again"
+            )
         try:
             doc = json.loads(data)
         except ValueError:
@@ -315,7 +318,9 @@ class ContainerdArtifacts:
                 os.close(fd)
             digest = "sha256:" + h.hexdigest()
             if size != layer.size or digest != layer.digest:
-                raise InvalidArgument(
+                # containerd serves content by digest: a mismatch is a damaged store, or a
+                # manifest whose layer size lies (containerd checks digests, not sizes).
+                raise (Internal if digest != layer.digest else InvalidArgument)(
                     f"{what}: content does not match the manifest (got {size} bytes with "
                     f"digest {digest}, the manifest says {layer.size} bytes); refusing to run it"
                 )

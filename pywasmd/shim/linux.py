@@ -21,7 +21,7 @@ import signal
 from collections.abc import Sequence
 
 from pywasmd import paths
-from pywasmd.errors import Internal, InvalidArgument, NotFound, ShimError
+from pywasmd.errors import Internal, NotFound, ShimError, Unavailable
 from pywasmd.shim.launcher import ChildStdio
 from pywasmd.shim.reaper import Reaper
 
@@ -35,7 +35,7 @@ def find_runc(configured: str = "") -> str:
         return configured
     found = shutil.which("runc") or paths.find_binary("runc")
     if found is None:
-        raise InvalidArgument(
+        raise Unavailable(
             "this container runs a Linux program, which pywasm hands to runc, but no runc "
             "binary is on the node: install runc (apt-get install runc) or name it with runc: in "
             "/etc/pywasm/config.yaml"
@@ -259,9 +259,11 @@ def _last_error(bundle: str) -> str:
 
 
 def _runc_error(what: str, bundle: str, output: str) -> ShimError:
+    """runc's own words; a failure of the host's runtime, not of the request, unless the
+    container is simply gone."""
     said = _last_error(bundle) or output or "no message (see the shim log)"
     if what in ("kill", "ps", "pause", "resume") and (
         "not running" in said or "does not exist" in said
     ):
         return NotFound(f"runc {what}: {said}")
-    return InvalidArgument(f"runc {what} failed: {said}")
+    return Internal(f"runc {what} failed: {said}")

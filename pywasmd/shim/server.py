@@ -8,9 +8,8 @@ from typing import Any
 from google.protobuf.message import DecodeError, Message
 
 from pywasmd.api.containerd.task.v2 import shim_pb2 as pb
-from pywasmd.errors import ShimError
+from pywasmd.errors import Code, ShimError
 from pywasmd.shim.service import TaskService
-from pywasmd.shim.status import code_of
 from pywasmd.ttrpc.server import Handler, Metadata
 from pywasmd.ttrpc.status import RpcError
 
@@ -69,11 +68,12 @@ def _handler(service: TaskService, method: str) -> Handler:
         try:
             request = request_type.FromString(payload)
         except DecodeError as exc:
-            raise RpcError(3, f"{method}: cannot decode {request_type.__name__}: {exc}") from exc
+            what = f"{method}: cannot decode {request_type.__name__}: {exc}"
+            raise RpcError(Code.INVALID_ARGUMENT, what) from exc
         try:
             response = await call(request)
         except ShimError as exc:
-            raise RpcError(code_of(exc), exc.message) from exc
+            raise RpcError(exc.code, exc.message) from exc
         return response.SerializeToString() if response is not None else b""
 
     return handle

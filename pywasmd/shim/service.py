@@ -610,7 +610,8 @@ class TaskService:
         try:
             task.cgroup.update(resources)
         except OSError as exc:
-            raise InvalidArgument(f"Update {req.id!r}: the cgroup refused: {exc}") from exc
+            # The limits parsed and passed the Wasm checks: the kernel's refusal is the host's.
+            raise Internal(f"Update {req.id!r}: cgroup {task.cgroup.path} refused: {exc}") from exc
         assert task.plan is not None
         if resources.memory_limit and resources.memory_limit != task.plan.memory_limit:
             # The engine's own cap was fixed when the guest started; the cgroup's is live.

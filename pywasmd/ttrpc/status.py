@@ -2,29 +2,10 @@
 
 from __future__ import annotations
 
-import enum
+# One table of code names for the whole package: the error classes carry them too.
+from pywasmd.errors import Code
 
-
-class Code(enum.IntEnum):
-    """gRPC status code numbers: ttrpc reuses them, and containerd maps them back to errdefs."""
-
-    OK = 0
-    CANCELLED = 1
-    UNKNOWN = 2
-    INVALID_ARGUMENT = 3
-    DEADLINE_EXCEEDED = 4
-    NOT_FOUND = 5
-    ALREADY_EXISTS = 6
-    PERMISSION_DENIED = 7
-    RESOURCE_EXHAUSTED = 8
-    FAILED_PRECONDITION = 9
-    ABORTED = 10
-    OUT_OF_RANGE = 11
-    UNIMPLEMENTED = 12
-    INTERNAL = 13
-    UNAVAILABLE = 14
-    DATA_LOSS = 15
-    UNAUTHENTICATED = 16
+__all__ = ["Code", "RpcError"]
 
 
 class RpcError(Exception):
