@@ -450,6 +450,18 @@ def _doctor(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    from pywasmd.client.run import add_arguments
+
+    add_arguments(p)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pywasmd.client.run import run
+
+    return run(args)
+
+
 COMMANDS: tuple[Command, ...] = (
     Command(
         "build",
@@ -513,6 +525,16 @@ COMMANDS: tuple[Command, ...] = (
         " without it), or a Kubernetes RuntimeClass manifest (handler pywasm).",
         _config_arguments,
         _config,
+    ),
+    Command(
+        "run",
+        "run an image, a Wasm artifact or a local .wasm as a container through containerd",
+        "Run IMAGE (an image or a CNCF Wasm artifact; pulled when containerd lacks it) or a local"
+        " module (a path ending in .wasm, wrapped into a wasi/wasm image on the fly) as one"
+        " container on the pywasm runtime, through containerd's API, like `ctr run`/`docker"
+        " run`. Output and exit status are the guest's; Ctrl-C and SIGTERM reach it.",
+        _run_arguments,
+        _run,
     ),
     Command(
         "doctor",

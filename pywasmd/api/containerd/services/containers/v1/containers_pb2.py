@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n>pywasmd/api/containerd/services/containers/v1/containers.proto\x12!containerd.services.containers.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x05\n\tContainer\x12\n\n\x02id\x18\x01 \x01(\t\x12H\n\x06labels\x18\x02 \x03(\x0b\x32\x38.containerd.services.containers.v1.Container.LabelsEntry\x12\r\n\x05image\x18\x03 \x01(\t\x12\x45\n\x07runtime\x18\x04 \x01(\x0b\x32\x34.containerd.services.containers.v1.Container.Runtime\x12\"\n\x04spec\x18\x05 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x13\n\x0bsnapshotter\x18\x06 \x01(\t\x12\x14\n\x0csnapshot_key\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12P\n\nextensions\x18\n \x03(\x0b\x32<.containerd.services.containers.v1.Container.ExtensionsEntry\x12\x0f\n\x07sandbox\x18\x0b \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a>\n\x07Runtime\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x07options\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x1aG\n\x0f\x45xtensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any:\x02\x38\x01\"!\n\x13GetContainerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"W\n\x14GetContainerResponse\x12?\n\tcontainer\x18\x01 \x01(\x0b\x32,.containerd.services.containers.v1.Container2\x84\x01\n\nContainers\x12v\n\x03Get\x12\x36.containerd.services.containers.v1.GetContainerRequest\x1a\x37.containerd.services.containers.v1.GetContainerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n>pywasmd/api/containerd/services/containers/v1/containers.proto\x12!containerd.services.containers.v1\x1a\x19google/protobuf/any.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x05\n\tContainer\x12\n\n\x02id\x18\x01 \x01(\t\x12H\n\x06labels\x18\x02 \x03(\x0b\x32\x38.containerd.services.containers.v1.Container.LabelsEntry\x12\r\n\x05image\x18\x03 \x01(\t\x12\x45\n\x07runtime\x18\x04 \x01(\x0b\x32\x34.containerd.services.containers.v1.Container.Runtime\x12\"\n\x04spec\x18\x05 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x13\n\x0bsnapshotter\x18\x06 \x01(\t\x12\x14\n\x0csnapshot_key\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12P\n\nextensions\x18\n \x03(\x0b\x32<.containerd.services.containers.v1.Container.ExtensionsEntry\x12\x0f\n\x07sandbox\x18\x0b \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a>\n\x07Runtime\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x07options\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x1aG\n\x0f\x45xtensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any:\x02\x38\x01\"!\n\x13GetContainerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"W\n\x14GetContainerResponse\x12?\n\tcontainer\x18\x01 \x01(\x0b\x32,.containerd.services.containers.v1.Container\"Y\n\x16\x43reateContainerRequest\x12?\n\tcontainer\x18\x01 \x01(\x0b\x32,.containerd.services.containers.v1.Container\"Z\n\x17\x43reateContainerResponse\x12?\n\tcontainer\x18\x01 \x01(\x0b\x32,.containerd.services.containers.v1.Container\"$\n\x16\x44\x65leteContainerRequest\x12\n\n\x02id\x18\x01 \x01(\t2\xe2\x02\n\nContainers\x12v\n\x03Get\x12\x36.containerd.services.containers.v1.GetContainerRequest\x1a\x37.containerd.services.containers.v1.GetContainerResponse\x12\x7f\n\x06\x43reate\x12\x39.containerd.services.containers.v1.CreateContainerRequest\x1a:.containerd.services.containers.v1.CreateContainerResponse\x12[\n\x06\x44\x65lete\x12\x39.containerd.services.containers.v1.DeleteContainerRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,18 +38,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONTAINER_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_CONTAINER_EXTENSIONSENTRY']._loaded_options = None
   _globals['_CONTAINER_EXTENSIONSENTRY']._serialized_options = b'8\001'
-  _globals['_CONTAINER']._serialized_start=162
-  _globals['_CONTAINER']._serialized_end=803
-  _globals['_CONTAINER_LABELSENTRY']._serialized_start=621
-  _globals['_CONTAINER_LABELSENTRY']._serialized_end=666
-  _globals['_CONTAINER_RUNTIME']._serialized_start=668
-  _globals['_CONTAINER_RUNTIME']._serialized_end=730
-  _globals['_CONTAINER_EXTENSIONSENTRY']._serialized_start=732
-  _globals['_CONTAINER_EXTENSIONSENTRY']._serialized_end=803
-  _globals['_GETCONTAINERREQUEST']._serialized_start=805
-  _globals['_GETCONTAINERREQUEST']._serialized_end=838
-  _globals['_GETCONTAINERRESPONSE']._serialized_start=840
-  _globals['_GETCONTAINERRESPONSE']._serialized_end=927
-  _globals['_CONTAINERS']._serialized_start=930
-  _globals['_CONTAINERS']._serialized_end=1062
+  _globals['_CONTAINER']._serialized_start=191
+  _globals['_CONTAINER']._serialized_end=832
+  _globals['_CONTAINER_LABELSENTRY']._serialized_start=650
+  _globals['_CONTAINER_LABELSENTRY']._serialized_end=695
+  _globals['_CONTAINER_RUNTIME']._serialized_start=697
+  _globals['_CONTAINER_RUNTIME']._serialized_end=759
+  _globals['_CONTAINER_EXTENSIONSENTRY']._serialized_start=761
+  _globals['_CONTAINER_EXTENSIONSENTRY']._serialized_end=832
+  _globals['_GETCONTAINERREQUEST']._serialized_start=834
+  _globals['_GETCONTAINERREQUEST']._serialized_end=867
+  _globals['_GETCONTAINERRESPONSE']._serialized_start=869
+  _globals['_GETCONTAINERRESPONSE']._serialized_end=956
+  _globals['_CREATECONTAINERREQUEST']._serialized_start=958
+  _globals['_CREATECONTAINERREQUEST']._serialized_end=1047
+  _globals['_CREATECONTAINERRESPONSE']._serialized_start=1049
+  _globals['_CREATECONTAINERRESPONSE']._serialized_end=1139
+  _globals['_DELETECONTAINERREQUEST']._serialized_start=1141
+  _globals['_DELETECONTAINERREQUEST']._serialized_end=1177
+  _globals['_CONTAINERS']._serialized_start=1180
+  _globals['_CONTAINERS']._serialized_end=1534
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from pywasmd.api.containerd.services.containers.v1 import containers_pb2 as pywasmd_dot_api_dot_containerd_dot_services_dot_containers_dot_v1_dot_containers__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -39,12 +40,35 @@ class ContainersStub:
                 request_serializer=pywasmd_dot_api_dot_containerd_dot_services_dot_containers_dot_v1_dot_containers__pb2.GetContainerRequest.SerializeToString,
                 response_deserializer=pywasmd_dot_api_dot_containerd_dot_services_dot_containers_dot_v1_dot_containers__pb2.GetContainerResponse.FromString,
                 _registered_method=True)
+        self.Create = channel.unary_unary(
+                '/containerd.services.containers.v1.Containers/Create',
+                request_serializer=pywasmd_dot_api_dot_containerd_dot_services_dot_containers_dot_v1_dot_containers__pb2.CreateContainerRequest.SerializeToString,
+                response_deserializer=pywasmd_dot_api_dot_containerd_dot_services_dot_containers_dot_v1_dot_containers__pb2.CreateContainerResponse.FromString,
+                _registered_method=True)
+        self.Delete = channel.unary_unary(
+                '/containerd.services.containers.v1.Containers/Delete',
+                request_serializer=pywasmd_dot_api_dot_containerd_dot_services_dot_containers_dot_v1_dot_containers__pb2.DeleteContainerRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class ContainersServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Get(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Create(self, request, context):
+        """Create and Delete: `pywasm run` makes its container as ctr does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Delete(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -57,6 +81,16 @@ def add_ContainersServicer_to_server(servicer, server):
                     servicer.Get,
                     request_deserializer=pywasmd_dot_api_dot_containerd_dot_services_dot_containers_dot_v1_dot_containers__pb2.GetContainerRequest.FromString,
                     response_serializer=pywasmd_dot_api_dot_containerd_dot_services_dot_containers_dot_v1_dot_containers__pb2.GetContainerResponse.SerializeToString,
+            ),
+            'Create': grpc.unary_unary_rpc_method_handler(
+                    servicer.Create,
+                    request_deserializer=pywasmd_dot_api_dot_containerd_dot_services_dot_containers_dot_v1_dot_containers__pb2.CreateContainerRequest.FromString,
+                    response_serializer=pywasmd_dot_api_dot_containerd_dot_services_dot_containers_dot_v1_dot_containers__pb2.CreateContainerResponse.SerializeToString,
+            ),
+            'Delete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Delete,
+                    request_deserializer=pywasmd_dot_api_dot_containerd_dot_services_dot_containers_dot_v1_dot_containers__pb2.DeleteContainerRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +120,60 @@ class Containers:
             '/containerd.services.containers.v1.Containers/Get',
             pywasmd_dot_api_dot_containerd_dot_services_dot_containers_dot_v1_dot_containers__pb2.GetContainerRequest.SerializeToString,
             pywasmd_dot_api_dot_containerd_dot_services_dot_containers_dot_v1_dot_containers__pb2.GetContainerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Create(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/containerd.services.containers.v1.Containers/Create',
+            pywasmd_dot_api_dot_containerd_dot_services_dot_containers_dot_v1_dot_containers__pb2.CreateContainerRequest.SerializeToString,
+            pywasmd_dot_api_dot_containerd_dot_services_dot_containers_dot_v1_dot_containers__pb2.CreateContainerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Delete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/containerd.services.containers.v1.Containers/Delete',
+            pywasmd_dot_api_dot_containerd_dot_services_dot_containers_dot_v1_dot_containers__pb2.DeleteContainerRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

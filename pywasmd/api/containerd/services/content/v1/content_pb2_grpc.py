@@ -44,6 +44,11 @@ class ContentStub:
                 request_serializer=pywasmd_dot_api_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ReadContentRequest.SerializeToString,
                 response_deserializer=pywasmd_dot_api_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ReadContentResponse.FromString,
                 _registered_method=True)
+        self.Write = channel.stream_stream(
+                '/containerd.services.content.v1.Content/Write',
+                request_serializer=pywasmd_dot_api_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentRequest.SerializeToString,
+                response_deserializer=pywasmd_dot_api_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentResponse.FromString,
+                _registered_method=True)
 
 
 class ContentServicer:
@@ -63,6 +68,13 @@ class ContentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Write(self, request_iterator, context):
+        """Write streams a blob in (`pywasm run` pulling an image): stat, write chunks, commit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ContentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +87,11 @@ def add_ContentServicer_to_server(servicer, server):
                     servicer.Read,
                     request_deserializer=pywasmd_dot_api_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ReadContentRequest.FromString,
                     response_serializer=pywasmd_dot_api_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ReadContentResponse.SerializeToString,
+            ),
+            'Write': grpc.stream_stream_rpc_method_handler(
+                    servicer.Write,
+                    request_deserializer=pywasmd_dot_api_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentRequest.FromString,
+                    response_serializer=pywasmd_dot_api_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +148,33 @@ class Content:
             '/containerd.services.content.v1.Content/Read',
             pywasmd_dot_api_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ReadContentRequest.SerializeToString,
             pywasmd_dot_api_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ReadContentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Write(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/containerd.services.content.v1.Content/Write',
+            pywasmd_dot_api_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentRequest.SerializeToString,
+            pywasmd_dot_api_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentResponse.FromString,
             options,
             channel_credentials,
             insecure,

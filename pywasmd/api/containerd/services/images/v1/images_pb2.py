@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from pywasmd.api.containerd.types import descriptor_pb2 as pywasmd_dot_api_dot_containerd_dot_types_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n6pywasmd/api/containerd/services/images/v1/images.proto\x12\x1d\x63ontainerd.services.images.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a-pywasmd/api/containerd/types/descriptor.proto\"\x94\x02\n\x05Image\x12\x0c\n\x04name\x18\x01 \x01(\t\x12@\n\x06labels\x18\x02 \x03(\x0b\x32\x30.containerd.services.images.v1.Image.LabelsEntry\x12,\n\x06target\x18\x03 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1f\n\x0fGetImageRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"G\n\x10GetImageResponse\x12\x33\n\x05image\x18\x01 \x01(\x0b\x32$.containerd.services.images.v1.Image2p\n\x06Images\x12\x66\n\x03Get\x12..containerd.services.images.v1.GetImageRequest\x1a/.containerd.services.images.v1.GetImageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n6pywasmd/api/containerd/services/images/v1/images.proto\x12\x1d\x63ontainerd.services.images.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a-pywasmd/api/containerd/types/descriptor.proto\"\x94\x02\n\x05Image\x12\x0c\n\x04name\x18\x01 \x01(\t\x12@\n\x06labels\x18\x02 \x03(\x0b\x32\x30.containerd.services.images.v1.Image.LabelsEntry\x12,\n\x06target\x18\x03 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1f\n\x0fGetImageRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"G\n\x10GetImageResponse\x12\x33\n\x05image\x18\x01 \x01(\x0b\x32$.containerd.services.images.v1.Image\"I\n\x12\x43reateImageRequest\x12\x33\n\x05image\x18\x01 \x01(\x0b\x32$.containerd.services.images.v1.Image\"J\n\x13\x43reateImageResponse\x12\x33\n\x05image\x18\x01 \x01(\x0b\x32$.containerd.services.images.v1.Image\"z\n\x12UpdateImageRequest\x12\x33\n\x05image\x18\x01 \x01(\x0b\x32$.containerd.services.images.v1.Image\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"J\n\x13UpdateImageResponse\x12\x33\n\x05image\x18\x01 \x01(\x0b\x32$.containerd.services.images.v1.Image2\xd2\x02\n\x06Images\x12\x66\n\x03Get\x12..containerd.services.images.v1.GetImageRequest\x1a/.containerd.services.images.v1.GetImageResponse\x12o\n\x06\x43reate\x12\x31.containerd.services.images.v1.CreateImageRequest\x1a\x32.containerd.services.images.v1.CreateImageResponse\x12o\n\x06Update\x12\x31.containerd.services.images.v1.UpdateImageRequest\x1a\x32.containerd.services.images.v1.UpdateImageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,14 +36,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_IMAGE_LABELSENTRY']._loaded_options = None
   _globals['_IMAGE_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_IMAGE']._serialized_start=170
-  _globals['_IMAGE']._serialized_end=446
-  _globals['_IMAGE_LABELSENTRY']._serialized_start=401
-  _globals['_IMAGE_LABELSENTRY']._serialized_end=446
-  _globals['_GETIMAGEREQUEST']._serialized_start=448
-  _globals['_GETIMAGEREQUEST']._serialized_end=479
-  _globals['_GETIMAGERESPONSE']._serialized_start=481
-  _globals['_GETIMAGERESPONSE']._serialized_end=552
-  _globals['_IMAGES']._serialized_start=554
-  _globals['_IMAGES']._serialized_end=666
+  _globals['_IMAGE']._serialized_start=204
+  _globals['_IMAGE']._serialized_end=480
+  _globals['_IMAGE_LABELSENTRY']._serialized_start=435
+  _globals['_IMAGE_LABELSENTRY']._serialized_end=480
+  _globals['_GETIMAGEREQUEST']._serialized_start=482
+  _globals['_GETIMAGEREQUEST']._serialized_end=513
+  _globals['_GETIMAGERESPONSE']._serialized_start=515
+  _globals['_GETIMAGERESPONSE']._serialized_end=586
+  _globals['_CREATEIMAGEREQUEST']._serialized_start=588
+  _globals['_CREATEIMAGEREQUEST']._serialized_end=661
+  _globals['_CREATEIMAGERESPONSE']._serialized_start=663
+  _globals['_CREATEIMAGERESPONSE']._serialized_end=737
+  _globals['_UPDATEIMAGEREQUEST']._serialized_start=739
+  _globals['_UPDATEIMAGEREQUEST']._serialized_end=861
+  _globals['_UPDATEIMAGERESPONSE']._serialized_start=863
+  _globals['_UPDATEIMAGERESPONSE']._serialized_end=937
+  _globals['_IMAGES']._serialized_start=940
+  _globals['_IMAGES']._serialized_end=1278
 # @@protoc_insertion_point(module_scope)

@@ -39,12 +39,35 @@ class ImagesStub:
                 request_serializer=pywasmd_dot_api_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.GetImageRequest.SerializeToString,
                 response_deserializer=pywasmd_dot_api_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.GetImageResponse.FromString,
                 _registered_method=True)
+        self.Create = channel.unary_unary(
+                '/containerd.services.images.v1.Images/Create',
+                request_serializer=pywasmd_dot_api_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.CreateImageRequest.SerializeToString,
+                response_deserializer=pywasmd_dot_api_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.CreateImageResponse.FromString,
+                _registered_method=True)
+        self.Update = channel.unary_unary(
+                '/containerd.services.images.v1.Images/Update',
+                request_serializer=pywasmd_dot_api_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.UpdateImageRequest.SerializeToString,
+                response_deserializer=pywasmd_dot_api_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.UpdateImageResponse.FromString,
+                _registered_method=True)
 
 
 class ImagesServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Get(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Create(self, request, context):
+        """Create and Update: `pywasm run` records what it pulled, as ctr images pull does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Update(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -57,6 +80,16 @@ def add_ImagesServicer_to_server(servicer, server):
                     servicer.Get,
                     request_deserializer=pywasmd_dot_api_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.GetImageRequest.FromString,
                     response_serializer=pywasmd_dot_api_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.GetImageResponse.SerializeToString,
+            ),
+            'Create': grpc.unary_unary_rpc_method_handler(
+                    servicer.Create,
+                    request_deserializer=pywasmd_dot_api_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.CreateImageRequest.FromString,
+                    response_serializer=pywasmd_dot_api_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.CreateImageResponse.SerializeToString,
+            ),
+            'Update': grpc.unary_unary_rpc_method_handler(
+                    servicer.Update,
+                    request_deserializer=pywasmd_dot_api_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.UpdateImageRequest.FromString,
+                    response_serializer=pywasmd_dot_api_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.UpdateImageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +119,60 @@ class Images:
             '/containerd.services.images.v1.Images/Get',
             pywasmd_dot_api_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.GetImageRequest.SerializeToString,
             pywasmd_dot_api_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.GetImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Create(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/containerd.services.images.v1.Images/Create',
+            pywasmd_dot_api_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.CreateImageRequest.SerializeToString,
+            pywasmd_dot_api_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.CreateImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Update(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/containerd.services.images.v1.Images/Update',
+            pywasmd_dot_api_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.UpdateImageRequest.SerializeToString,
+            pywasmd_dot_api_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.UpdateImageResponse.FromString,
             options,
             channel_credentials,
             insecure,
