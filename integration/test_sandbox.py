@@ -1,0 +1,763 @@
+"""The OCI sandbox around a Wasm guest, side by side with runc for the same configs.
+
+Configs: `ctr run -d` (containerd's default spec), `ctr run -d --seccomp`, Docker 28 on its
+default bridge network, Docker with `--cap-drop ALL --security-opt no-new-privileges
+--read-only`, and a CRI pod (a Wasm container and a busybox sidecar in a pod with a network
+namespace of its own). Each runs in a test network namespace (integration/netns.py) on a private
+containerd 1.6.20 / 2.1.9 (Docker: 2.1.9 only).
+
+- Process: the pywasm worker of a sleeping guest and a runc busybox `sleep` under the same config
+  must agree on /proc/<pid>: namespaces (own, or the host's = containerd's; in the pod, the
+  pause container's), CapInh/CapPrm/CapEff/CapBnd/CapAmb, NoNewPrivs, Seccomp, limits,
+  oom_score_adj, hostname, the mount points of mountinfo (relative to the container's root) and
+  what `root` lists (without what each image itself holds).
+- Escape attempts: integration/sandbox_payload.py, run by the real worker in place of the guest
+  (`PYWASM_TEST_PAYLOAD` in containerd's environment, annotation `pywasm.io/test-payload=1`),
+  and integration/native/escape.c in a runc container of the same config, line by line: read
+  the host's /etc/shadow, create files in the host's /tmp and /, connect to a port that listens
+  only in the host's namespaces, mount, load a kernel module, ptrace a shim, raise
+  RLIMIT_NOFILE's hard limit, keyctl/add_key (refused by the default seccomp profiles). Each
+  outcome must equal runc's and must not be an escape (checked on the host too: no file, no
+  connection). The payload and the helper are also run on the host itself, where the same
+  attempts do succeed: the checks can fail.
+- Pod: the Wasm container shares the pause container's net, ipc and uts namespaces (its
+  hostname is the pod's) and a busybox sidecar reaches a port listening in the Wasm container's
+  network namespace over localhost.
+
+Every observed table is written to .cache/sandbox-side-by-side/<test>.md for the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from integration import bench_node, cri_images, images, netns
+from integration.conftest import _stale_sockets, find_leaks
+from integration.containerd import VERSIONS, Containerd, new_id, run_args
+from integration.cri import (
+    EXITED,
+    RUNNING,
+    CriClient,
+    container_config,
+    cri,
+    pod_config,
+    verbose_pid,
+)
+from integration.docker import DOCKERD, PYWASM, Dockerd
+from integration.netns import Stack
+from integration.sandbox_payload import ATTEMPTS, render
+
+REPO = Path(__file__).resolve().parent.parent
+TABLES = REPO / ".cache" / "sandbox-side-by-side"
+RUNC = "io.containerd.runc.v2"
+ESCAPE_IMAGE = "docker.io/library/pw-escape:latest"
+ESCAPE_PATH = "/escape"
+PAYLOAD_ANNOTATION = "pywasm.io/test-payload=1"
+SHIM_TARGET = "containerd-shim"
+NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
+STATUS_KEYS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")
+LEAK_GRACE_SECONDS = 10.0
+CLONE_NEWNET = 0x40000000
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_START_ERRORS: dict[str, str] = {}
+
+
+# --- images -------------------------------------------------------------------------------
+
+
+def escape_binary() -> Path:
+    return bench_node.build_native(bench_node.NATIVE_SOURCES / "escape.c", "escape")
+
+
+def escape_archive() -> Path:
+    """linux/amd64, nothing but the static /escape: shaped like a Wasm image (one file)."""
+    from pywasmd.image.build import File, Platform, build_image
+    from pywasmd.image.layout import write_archive
+
+    data = escape_binary().read_bytes()
+    out = images.CACHE / f"pw-escape-{images._key(data, images._image_code())}.tar"
+    if not out.exists():
+        images.CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        write_archive(
+            build_image(
+                files={ESCAPE_PATH: File(data, 0o755)},
+                entrypoint=[ESCAPE_PATH],
+                platform=Platform("linux", "amd64"),
+            ),
+            ESCAPE_IMAGE,
+            tmp,
+        )
+        tmp.replace(out)
+    return out
+
+
+def import_linux(ctrd: Containerd, image: str, archive: Path) -> None:
+    r = ctrd.ctr("images", "import", "--platform", "linux/amd64", str(archive), timeout=120)
+    assert r.returncode == 0, f"importing {archive}: {explain(r)}"
+    listed = ctrd.ctr("images", "ls", "-q", timeout=30).stdout.split()
+    assert image in listed, f"after importing {archive}, containerd lists {listed}"
+
+
+def top_entries(archive: Path) -> set[str]:
+    """Top-level names of the (single) image's layers in an OCI archive."""
+    import json
+
+    names: set[str] = set()
+    with tarfile.open(archive) as tar:
+
+        def blob(digest: str) -> bytes:
+            f = tar.extractfile("blobs/sha256/" + digest.split(":", 1)[1])
+            assert f is not None
+            return f.read()
+
+        desc = json.loads(blob_index(tar))["manifests"][0]
+        while desc.get("mediaType", "").endswith("index.v1+json"):
+            desc = json.loads(blob(desc["digest"]))["manifests"][0]
+        manifest = json.loads(blob(desc["digest"]))
+        for layer in manifest["layers"]:
+            f = tar.extractfile("blobs/sha256/" + layer["digest"].split(":", 1)[1])
+            assert f is not None
+            with tarfile.open(fileobj=f, mode="r:*") as lt:
+                for m in lt.getmembers():
+                    top = m.name.lstrip("./").split("/", 1)[0]
+                    if top:
+                        names.add(top)
+    return names
+
+
+def blob_index(tar: tarfile.TarFile) -> bytes:
+    f = tar.extractfile("index.json")
+    assert f is not None
+    return f.read()
+
+
+# --- listeners ----------------------------------------------------------------------------
+
+
+class Listener:
+    """A TCP listener on 127.0.0.1 inside the network namespace `ns_path` (made by a thread
+    that enters it with setns; the socket stays in that namespace). Records every connection
+    and what it sent; answers `reply`."""
+
+    def __init__(self, ns_path: str | None, port: int = 0, reply: bytes = b"") -> None:
+        self.reply = reply
+        self.accepted: list[bytes] = []
+        made: dict[str, Any] = {}
+
+        def make() -> None:
+            try:
+                if ns_path is not None:
+                    fd = os.open(ns_path, os.O_RDONLY)
+                    try:
+                        if _libc.setns(fd, CLONE_NEWNET) != 0:
+                            err = ctypes.get_errno()
+                            raise OSError(err, f"setns {ns_path}: {os.strerror(err)}")
+                    finally:
+                        os.close(fd)
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("127.0.0.1", port))
+                s.listen(16)
+                made["sock"] = s
+            except OSError as e:
+                made["error"] = e
+
+        t = threading.Thread(target=make)
+        t.start()
+        t.join()
+        if "error" in made:
+            raise made["error"]
+        self.sock: socket.socket = made["sock"]
+        self.port: int = self.sock.getsockname()[1]
+        self.sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                data = b""
+                with contextlib.suppress(OSError):
+                    data = conn.recv(4096)
+                    if self.reply:
+                        conn.sendall(self.reply)
+                self.accepted.append(data)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+# --- the stacks ---------------------------------------------------------------------------
+
+
+@dataclass
+class Node:
+    """A test netns with a CRI-enabled containerd (ctr and CRI both) in it, the payload
+    rendered for this node's listeners."""
+
+    stack: Stack
+    payload: Path
+    host_listener: Listener
+    machine_listener: Listener
+    busybox_entries: set[str] = field(default_factory=set)
+    wasm_entries: set[str] = field(default_factory=set)
+
+    @property
+    def ctrd(self) -> Containerd:
+        return self.stack.ctrd
+
+    @property
+    def version(self) -> str:
+        return self.ctrd.version
+
+    @property
+    def port(self) -> int:
+        return self.host_listener.port
+
+    def accepted(self) -> list[bytes]:
+        return self.host_listener.accepted + self.machine_listener.accepted
+
+    def close(self) -> None:
+        self.host_listener.close()
+        self.machine_listener.close()
+
+
+def _open_listeners(stack: Stack) -> tuple[Listener, Listener]:
+    """The same port on 127.0.0.1 in the machine's namespace and in the stack's (containerd's,
+    the containers' host) namespace."""
+    machine = Listener(None)
+    try:
+        return Listener(str(stack.netns.path), machine.port), machine
+    except OSError:
+        machine.close()
+        raise
+
+
+def _make_node(stack: Stack, archives: dict[str, Path]) -> Node:
+    payload = Path(stack.ctrd.env["PYWASM_TEST_PAYLOAD"])
+    host, machine = _open_listeners(stack)
+    payload.write_text(render(host.port, SHIM_TARGET))
+    return Node(
+        stack,
+        payload,
+        host,
+        machine,
+        busybox_entries=top_entries(archives[images.BUSYBOX]) | top_entries(escape_archive()),
+        wasm_entries=top_entries(archives[images.ref("sleep")]),
+    )
+
+
+def _payload_env() -> dict[str, str]:
+    # The file is written once the listeners' port is known; the worker reads it per start.
+    path = Path(f"/run/pywasmd-it-payload-{os.getpid()}-{new_id('p')}.py")
+    return {"PYWASM_TEST_PAYLOAD": str(path)}
+
+
+@pytest.fixture(scope="module", params=VERSIONS, ids=[f"ctrd{v}" for v in VERSIONS])
+def node(request: pytest.FixtureRequest, archives: dict[str, Path]) -> Iterator[Node]:
+    version: str = request.param
+    if version in _START_ERRORS:
+        pytest.fail(_START_ERRORS[version], pytrace=False)
+    stack = Stack(version, cri=True, env=_payload_env())
+    n: Node | None = None
+    try:
+        stack.start()
+        netns.install_test_cni(stack.ctrd)
+        n = _make_node(stack, archives)
+        for image in (images.ref("sleep"), images.BUSYBOX):
+            images.import_archive(stack.ctrd, image, archives[image])
+        import_linux(stack.ctrd, ESCAPE_IMAGE, escape_archive())
+        cri_images.import_cri_images(stack.ctrd, archives)
+    except Exception as e:
+        if n is not None:
+            n.close()
+        stack.stop()
+        Path(stack.ctrd.env["PYWASM_TEST_PAYLOAD"]).unlink(missing_ok=True)
+        _START_ERRORS[version] = f"sandbox node {version} could not be set up: {e}"
+        pytest.fail(_START_ERRORS[version], pytrace=False)
+    try:
+        yield n
+    finally:
+        n.close()
+        left = stack.stop()
+        n.payload.unlink(missing_ok=True)
+        assert not left, f"tearing the sandbox node down found: {left}"
+
+
+@pytest.fixture(scope="module")
+def dnode(archives: dict[str, Path]) -> Iterator[Node]:
+    """Docker 28 on its default bridge network, on containerd 2.1, in a test netns."""
+    if "docker" in _START_ERRORS:
+        pytest.fail(_START_ERRORS["docker"], pytrace=False)
+    if not DOCKERD.exists():
+        pytest.fail(f"{DOCKERD} is missing: run scripts/fetch-docker.sh (make install)")
+    stack = Stack("2.1", docker=True, env=_payload_env())
+    n: Node | None = None
+    try:
+        stack.start()
+        n = _make_node(stack, archives)
+        for name in ("sleep", "busybox"):
+            stack.docker.load(archives[images.ref(name)])
+        stack.docker.load(escape_archive())
+    except Exception as e:
+        if n is not None:
+            n.close()
+        stack.stop()
+        Path(stack.ctrd.env["PYWASM_TEST_PAYLOAD"]).unlink(missing_ok=True)
+        _START_ERRORS["docker"] = f"Docker sandbox node could not be set up: {e}"
+        pytest.fail(_START_ERRORS["docker"], pytrace=False)
+    try:
+        yield n
+    finally:
+        n.close()
+        left = stack.stop()
+        n.payload.unlink(missing_ok=True)
+        assert not left, f"tearing the Docker sandbox node down found: {left}"
+
+
+@pytest.fixture(autouse=True)
+def sandbox_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    names = [f for f in ("node", "dnode") if f in request.fixturenames]
+    if not names:
+        yield
+        return
+    n: Node = request.getfixturevalue(names[0])
+    sockets_before = _stale_sockets()
+    request.node.pywasmd_containerd = n.ctrd
+    request.node.pywasmd_log_offset = n.ctrd.log_size()
+    yield
+    deadline = time.monotonic() + LEAK_GRACE_SECONDS
+    while True:
+        leaks = find_leaks(n.ctrd, sockets_before)
+        if n.stack.dockerd is not None and (ids := n.stack.docker.container_ids()):
+            leaks.append(f"Docker containers left: {ids}")
+        if not leaks or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if leaks:
+        if n.stack.dockerd is not None:
+            n.stack.docker.remove_all()
+        n.ctrd.cleanup_cri()
+        n.ctrd.cleanup_tasks()
+        for pid in n.ctrd.all_shim_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        pytest.fail("the sandbox test left resources behind:\n" + "\n".join(leaks), pytrace=False)
+
+
+# --- observing a process ------------------------------------------------------------------
+
+
+def _ns(pid: int, kind: str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
+    except OSError:
+        return None
+
+
+def relation(pid: int, kind: str, refs: dict[str, int]) -> str:
+    """`kind` namespace of `pid`: the name of the first reference process that shares it, or
+    "own"."""
+    mine = _ns(pid, kind)
+    if mine is None:
+        return "(none)"
+    for name, ref in refs.items():
+        if _ns(ref, kind) == mine:
+            return name
+    return "own"
+
+
+def observe(pid: int, refs: dict[str, int]) -> dict[str, str]:
+    """What /proc says about the sandbox of `pid`, as comparable strings."""
+    seen: dict[str, str] = {}
+    for kind in NAMESPACES:
+        seen[f"ns/{kind}"] = relation(pid, kind, refs)
+    status: dict[str, str] = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            status[key] = value.strip()
+    for key in STATUS_KEYS:
+        seen[key] = status.get(key, "(absent)")
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f.read().splitlines()[1:]:
+            name = line[:26].strip()
+            seen[f"limit/{name}"] = " ".join(line[26:].split())
+    with open(f"/proc/{pid}/oom_score_adj") as f:
+        seen["oom_score_adj"] = f.read().strip()
+    r = subprocess.run(
+        ["nsenter", f"--uts=/proc/{pid}/ns/uts", "hostname"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    seen["hostname"] = r.stdout.strip() if r.returncode == 0 else f"(nsenter: {r.stderr.strip()})"
+    points: dict[str, str] = {}
+    with open(f"/proc/{pid}/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            # The last mount on a point is the one the container sees.
+            points[fields[4].encode().decode("unicode_escape")] = fields[5]
+    seen["mounts"] = " ".join(sorted(points))
+    seen["mount flags"] = " ".join(f"{p}:{o}" for p, o in sorted(points.items()))
+    seen["root"] = " ".join(sorted(os.listdir(f"/proc/{pid}/root")))
+    return seen
+
+
+def write_table(name: str, columns: dict[str, dict[str, str]]) -> str:
+    keys = list(next(iter(columns.values())))
+    lines = ["| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for key in keys:
+        cells = [columns[c].get(key, "") for c in columns]
+        mark = "" if len(set(cells)) == 1 else " **≠**"
+        lines.append(f"| {key}{mark} | " + " | ".join(f"`{v}`" for v in cells) + " |")
+    text = "\n".join(lines) + "\n"
+    TABLES.mkdir(parents=True, exist_ok=True)
+    (TABLES / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.md").write_text(text)
+    return text
+
+
+def compare(
+    name: str,
+    runc: dict[str, str],
+    wasm: dict[str, str],
+    image_entries: set[str],
+    host_root: set[str],
+) -> None:
+    """pywasm must agree with runc on every key; `root` is compared without what the images
+    themselves hold. The full table goes into the failure message and the table file."""
+    table = write_table(name, {"runc": runc, "pywasm": wasm})
+    wasm_root = set(wasm["root"].split())
+    assert wasm_root != host_root, f"{name}: the worker's root is the host's /\n{table}"
+    differ = [k for k in runc if k != "root" and runc[k] != wasm[k]]
+    runc_root = set(runc["root"].split()) - image_entries
+    if runc_root != wasm_root - image_entries:
+        differ.append(f"root (without image files: {sorted(runc_root)} vs "
+                      f"{sorted(wasm_root - image_entries)})")  # fmt: skip
+    assert not differ, f"{name}: pywasm differs from runc in {differ}\n{table}"
+
+
+def wait_pid(get: Any, timeout: float = 20) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        pid = int(get() or 0)
+        if pid > 0 or time.monotonic() > deadline:
+            return pid
+        time.sleep(0.05)
+
+
+def ctr_task_pid(ctrd: Containerd, cid: str, namespace: str = "default") -> int:
+    r = ctrd.ctr("tasks", "ls", namespace=namespace, timeout=20)
+    for line in r.stdout.splitlines()[1:]:
+        fields = line.split()
+        if fields and fields[0] == cid and fields[-1] == "RUNNING":
+            return int(fields[1])
+    return 0
+
+
+def ctr_remove(ctrd: Containerd, cid: str) -> None:
+    ctrd.ctr("tasks", "kill", "-s", "SIGKILL", cid, timeout=20)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        r = ctrd.ctr("tasks", "rm", cid, timeout=20)
+        if r.returncode == 0 or "not found" in r.stderr:
+            break
+        time.sleep(0.1)
+    ctrd.ctr("containers", "rm", cid, timeout=20)
+
+
+def explain(r: subprocess.CompletedProcess[Any]) -> str:
+    return f"exit {r.returncode}\nstdout: {r.stdout!r:.3000}\nstderr: {r.stderr!r:.3000}"
+
+
+HOST_ROOT = set(os.listdir("/"))
+
+CTR_CONFIGS = {"ctr-default": (), "ctr-seccomp": ("--seccomp",)}
+DOCKER_CONFIGS = {
+    "docker-default": (),
+    "docker-locked": ("--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--read-only"),
+}
+
+
+# --- process side by side -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", list(CTR_CONFIGS))
+def test_ctr_process_side_by_side(node: Node, config: str) -> None:
+    ctrd = node.ctrd
+    extra = CTR_CONFIGS[config]
+    runc_id, wasm_id = new_id("sbx-runc"), new_id("sbx-wasm")
+    refs = {"host": ctrd.proc.pid if ctrd.proc else 1}
+    try:
+        argv = run_args(images.BUSYBOX, runc_id, "sleep", "300", runtime=RUNC,
+                        platform="linux/amd64", extra=extra, rm=False, detach=True)  # fmt: skip
+        r = ctrd.ctr(*argv, timeout=60)
+        assert r.returncode == 0, explain(r)
+        argv = run_args(images.ref("sleep"), wasm_id, images.module("sleep"), "300",
+                        extra=extra, rm=False, detach=True)  # fmt: skip
+        r = ctrd.ctr(*argv, timeout=60)
+        assert r.returncode == 0, explain(r)
+        runc_pid = wait_pid(lambda: ctr_task_pid(ctrd, runc_id))
+        wasm_pid = wait_pid(lambda: ctr_task_pid(ctrd, wasm_id))
+        assert runc_pid > 0, f"no running task {runc_id}"
+        assert wasm_pid > 0, f"no running task {wasm_id}"
+        runc, wasm = observe(runc_pid, refs), observe(wasm_pid, refs)
+    finally:
+        ctr_remove(ctrd, wasm_id)
+        ctr_remove(ctrd, runc_id)
+    compare(f"{config}-ctrd{node.version}", runc, wasm,
+            node.busybox_entries | node.wasm_entries, HOST_ROOT)  # fmt: skip
+
+
+def docker_pid(d: Dockerd, name: str) -> int:
+    return int(d.inspect(name)["State"]["Pid"])
+
+
+@pytest.mark.parametrize("config", list(DOCKER_CONFIGS))
+def test_docker_process_side_by_side(dnode: Node, config: str) -> None:
+    d = dnode.stack.docker
+    opts = DOCKER_CONFIGS[config]
+    runc_name, wasm_name = new_id("sbx-runc"), new_id("sbx-wasm")
+    refs = {"host": dnode.ctrd.proc.pid if dnode.ctrd.proc else 1}
+    try:
+        r = d.docker("run", "-d", "--name", runc_name, *opts, "pw-busybox", "sleep", "300")
+        assert r.returncode == 0, explain(r)
+        r = d.docker("run", "-d", "--name", wasm_name, f"--runtime={PYWASM}",
+                     "--platform=wasi/wasm", *opts, "pw-sleep", "300")  # fmt: skip
+        assert r.returncode == 0, explain(r)
+        runc = observe(docker_pid(d, runc_name), refs)
+        wasm = observe(docker_pid(d, wasm_name), refs)
+        # Docker names the uts namespace after the container: compare the rule, not the name.
+        for seen, name in ((runc, runc_name), (wasm, wasm_name)):
+            cid = d.inspect(name)["Id"]
+            assert seen["hostname"] == cid[:12], f"{name}: hostname {seen['hostname']!r}"
+            seen["hostname"] = "<container id[:12]>"
+    finally:
+        d.docker("rm", "-f", wasm_name, runc_name, timeout=60)
+    compare(f"{config}", runc, wasm, dnode.busybox_entries | dnode.wasm_entries, HOST_ROOT)
+
+
+# --- escape attempts ----------------------------------------------------------------------
+
+
+def parse_attempts(text: str) -> dict[str, str]:
+    found = {}
+    for line in text.splitlines():
+        what, sep, outcome = line.partition(": ")
+        if sep and what in ATTEMPTS:
+            found[what] = outcome
+    return found
+
+
+def normalized(outcomes: dict[str, str]) -> dict[str, str]:
+    return {k: re.sub(r"pw-escape-[0-9a-f]+", "pw-escape-*", v) for k, v in outcomes.items()}
+
+
+def host_markers() -> set[str]:
+    return {str(p) for d in (Path("/tmp"), Path("/")) for p in d.glob("pw-escape-*")}
+
+
+def host_shadow() -> str:
+    data = Path("/etc/shadow").read_bytes()
+    return f"read {len(data)} {data.split(b':', 1)[0].decode(errors='replace')}"
+
+
+def check_not_escaped(name: str, outcomes: dict[str, str], markers_before: set[str]) -> None:
+    """What would mean an escape, whatever runc does."""
+    assert set(outcomes) == set(ATTEMPTS), f"{name}: attempts missing from {outcomes}"
+    assert outcomes["shadow"] != host_shadow(), f"{name}: read the host's /etc/shadow"
+    new = host_markers() - markers_before
+    assert not new, f"{name}: created {new} on the host"
+    assert outcomes["tcp"] != "connected", f"{name}: reached a port of the host's namespace"
+    assert outcomes["mount"] == "EPERM", f"{name}: mount {outcomes['mount']}"
+    assert outcomes["ptrace"] in ("no-target", "EPERM"), f"{name}: ptrace {outcomes['ptrace']}"
+    assert not outcomes["rlimit"].endswith("raised"), f"{name}: {outcomes['rlimit']}"
+    for call in ("init_module", "finit_module"):
+        assert outcomes[call] in ("EPERM", "ENOSYS"), f"{name}: {call} {outcomes[call]}"
+
+
+def compare_escapes(name: str, node: Node, runc_out: str, wasm_out: str, before: set[str]) -> None:
+    runc, wasm = parse_attempts(runc_out), parse_attempts(wasm_out)
+    table = write_table(f"escape-{name}", {"runc": normalized(runc), "pywasm": normalized(wasm)})
+    assert not node.accepted(), f"{name}: the host's listener was reached: {node.accepted()}"
+    check_not_escaped(f"{name} runc", runc, before)
+    check_not_escaped(f"{name} pywasm", wasm, before)
+    differ = [k for k in ATTEMPTS if normalized(runc).get(k) != normalized(wasm).get(k)]
+    assert not differ, f"{name}: pywasm's attempts end otherwise than runc's: {differ}\n{table}"
+
+
+def _cleanup_markers(before: set[str]) -> None:
+    for p in host_markers() - before:
+        Path(p).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("config", list(CTR_CONFIGS))
+def test_ctr_escape_attempts(node: Node, config: str) -> None:
+    ctrd, extra = node.ctrd, CTR_CONFIGS[config]
+    before = host_markers()
+    try:
+        argv = run_args(ESCAPE_IMAGE, new_id("esc-runc"), ESCAPE_PATH, str(node.port),
+                        SHIM_TARGET, runtime=RUNC, platform="linux/amd64", extra=extra)  # fmt: skip
+        runc = ctrd.ctr(*argv, timeout=60)
+        assert runc.returncode == 0, explain(runc)
+        argv = run_args(images.ref("sleep"), new_id("esc-wasm"),
+                        extra=(*extra, "--annotation", PAYLOAD_ANNOTATION))  # fmt: skip
+        wasm = ctrd.ctr(*argv, timeout=60)
+        assert wasm.returncode == 0, explain(wasm)
+        assert wasm.stdout.startswith("shadow: "), f"the payload did not run:\n{explain(wasm)}"
+        compare_escapes(f"{config}-ctrd{node.version}", node, runc.stdout, wasm.stdout, before)
+        if config == "ctr-seccomp":
+            for call in ("keyctl", "add_key"):
+                assert parse_attempts(wasm.stdout)[call] == "EPERM", explain(wasm)
+    finally:
+        _cleanup_markers(before)
+
+
+@pytest.mark.parametrize("config", list(DOCKER_CONFIGS))
+def test_docker_escape_attempts(dnode: Node, config: str) -> None:
+    d, opts = dnode.stack.docker, DOCKER_CONFIGS[config]
+    before = host_markers()
+    try:
+        runc = d.docker("run", "--rm", *opts, "pw-escape", str(dnode.port), SHIM_TARGET)
+        assert runc.returncode == 0, explain(runc)
+        wasm = d.docker("run", "--rm", "--annotation", PAYLOAD_ANNOTATION, f"--runtime={PYWASM}",
+                        "--platform=wasi/wasm", *opts, "pw-sleep")  # fmt: skip
+        assert wasm.returncode == 0, explain(wasm)
+        assert wasm.stdout.startswith("shadow: "), f"the payload did not run:\n{explain(wasm)}"
+        compare_escapes(config, dnode, runc.stdout, wasm.stdout, before)
+        # Docker's default seccomp profile refuses the keyring calls in every Docker config.
+        for call in ("keyctl", "add_key"):
+            assert parse_attempts(wasm.stdout)[call] == "EPERM", explain(wasm)
+    finally:
+        _cleanup_markers(before)
+
+
+def test_attempts_succeed_on_the_host() -> None:
+    """The payload and the native helper, run on the host itself (root, the machine's
+    namespaces, no seccomp), do reach what they must not reach in a container: a check that
+    passes only because an attempt is broken would show here."""
+    listener = Listener(None)
+    # ptrace's target: a process of this test's own, with a name nobody else's has.
+    target_name = f"pw-ptrace-target-{os.getpid()}"
+    target = subprocess.Popen([target_name, "60"], executable="/bin/sleep")
+    before = host_markers()
+    tmp = Path(f"/run/pywasmd-it-payload-host-{os.getpid()}.py")
+    try:
+        tmp.write_text(render(listener.port, target_name))
+        outs = {}
+        for name, argv in (
+            ("payload", [sys.executable, str(tmp)]),
+            ("escape", [str(escape_binary()), str(listener.port), target_name]),
+        ):
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+            assert r.returncode == 0, explain(r)
+            outs[name] = parse_attempts(r.stdout)
+        assert normalized(outs["payload"]) == normalized(outs["escape"]), outs
+        seen = outs["payload"]
+        assert seen["shadow"] == host_shadow(), seen
+        assert seen["tcp"] == "connected", seen
+        assert seen["mount"] == "ENODEV", seen  # allowed: only the made-up type is refused
+        assert seen["ptrace"] == "seized", seen
+        assert seen["keyctl"] == "ok", seen
+        assert seen["tmp"].startswith("created /tmp/pw-escape-"), seen
+        assert seen["root"].startswith("created /pw-escape-"), seen
+        assert len(host_markers() - before) == 4, host_markers() - before
+        deadline = time.monotonic() + 5  # the listener's thread records a connection late
+        while len(listener.accepted) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(listener.accepted) == 2, listener.accepted
+    finally:
+        target.kill()
+        target.wait(5)
+        listener.close()
+        tmp.unlink(missing_ok=True)
+        _cleanup_markers(before)
+
+
+# --- a CRI pod ----------------------------------------------------------------------------
+
+
+def _pod_network(config: Any) -> None:
+    """A pod network namespace of its own (CNI: integration/testcni.py), not the node's."""
+    config.linux.security_context.namespace_options.network = cri.POD
+
+
+def test_cri_pod_shares_the_pods_namespaces(node: Node) -> None:
+    client = CriClient(node.ctrd.address)
+    node.ctrd.shim_ids = client.pod_ids
+    pc = pod_config("sandbox", node.ctrd.pod_logs)
+    _pod_network(pc)
+    pc.hostname = "pw-pod"
+    listener: Listener | None = None
+    pod = client.run_pod_sandbox(pc, handler="pywasm")
+    try:
+        wasm_cc = container_config(pc, "wasm", images.ref("sleep"), args=["1000"])
+        side_cc = container_config(pc, "sidecar", images.BUSYBOX, command=["sleep", "1000"])
+        for cc in (wasm_cc, side_cc):
+            _pod_network(cc)
+        wasm = client.create_container(pod, wasm_cc, pc)
+        side = client.create_container(pod, side_cc, pc)
+        for cid in (wasm, side):
+            client.start_container(cid)
+        for cid in (wasm, side):
+            status = client.wait_container(cid, [RUNNING, EXITED])
+            assert status.state == RUNNING, f"{cid}: {status}"
+        pause = verbose_pid(client.pod_sandbox_status(pod, verbose=True).info)
+        wasm_pid = verbose_pid(client.container_status_response(wasm, verbose=True).info)
+        side_pid = verbose_pid(client.container_status_response(side, verbose=True).info)
+        assert min(pause, wasm_pid, side_pid) > 0, (pause, wasm_pid, side_pid)
+        # The host first: the pod shares the host's cgroup, time and user namespaces.
+        refs = {"host": node.ctrd.proc.pid if node.ctrd.proc else 1, "pod": pause}
+        runc_seen, wasm_seen = observe(side_pid, refs), observe(wasm_pid, refs)
+        for kind in ("net", "ipc", "uts"):
+            assert wasm_seen[f"ns/{kind}"] == "pod", f"{kind}: {wasm_seen[f'ns/{kind}']}"
+        for kind in ("mnt", "pid"):
+            assert wasm_seen[f"ns/{kind}"] == "own", f"{kind}: {wasm_seen[f'ns/{kind}']}"
+        assert wasm_seen["hostname"] == "pw-pod", wasm_seen["hostname"]
+        compare(f"cri-pod-ctrd{node.version}", runc_seen, wasm_seen,
+                node.busybox_entries | node.wasm_entries, HOST_ROOT)  # fmt: skip
+
+        # The pod's network: eth0 of the test CNI, and a port in the Wasm container's
+        # namespace that the sidecar reaches over localhost.
+        r = subprocess.run(["nsenter", f"--net=/proc/{wasm_pid}/ns/net", "ip", "-br", "addr"],
+                           capture_output=True, text=True, timeout=10, check=False)  # fmt: skip
+        assert netns.POD_ADDRESS in r.stdout, r.stdout
+        listener = Listener(f"/proc/{wasm_pid}/ns/net", reply=b"pong from the wasm netns\n")
+        code, out, err = client.exec_sync(
+            side, ["sh", "-c", f"echo ping | busybox nc -w 3 127.0.0.1 {listener.port}"]
+        )
+        assert (code, out) == (0, b"pong from the wasm netns\n"), (code, out, err)
+        assert listener.accepted == [b"ping\n"], listener.accepted
+    finally:
+        if listener is not None:
+            listener.close()
+        client.remove_everything()
+        client.close()
