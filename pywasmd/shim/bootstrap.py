@@ -98,16 +98,8 @@ def _spawn_server(listener: _socket.socket, args: ShimArgs, bundle: str, path: s
     """Hand ``listener`` to a server forked by the zygote, or to one of our own."""
     from pywasmd.shim import zygote
 
-    fields = [
-        bundle,
-        path,
-        args.namespace,
-        args.address,
-        args.publish_binary,
-        args.id,
-        "1" if args.debug else "",
-    ]
-    if zygote.request_server(listener.fileno(), fields) is not None:
+    args = ShimArgs.from_fields({**args.to_fields(), "action": "serve", "bundle": bundle})
+    if zygote.request_server(listener.fileno(), args, path) is not None:
         return
     sys.stdout.flush()
     if os.fork() == 0:

@@ -7,6 +7,9 @@ accepted and ignored, as newer containerd versions add some.
 
 from __future__ import annotations
 
+# Flags containerd may pass that pywasm does not use are still listed, so their values are
+# never mistaken for the action: -socket and -debug-socket (2.x), -info (2.x asks for runtime
+# info; without a start or delete action it ends as a usage error).
 _VALUE_FLAGS = {"namespace", "address", "publish-binary", "id", "bundle", "socket", "debug-socket"}
 _BOOL_FLAGS = {"debug", "v", "version", "info"}
 
@@ -21,10 +24,8 @@ class ShimArgs:
         "publish_binary",
         "id",
         "bundle",
-        "socket",
         "debug",
         "version",
-        "info",
     )
 
     def __init__(
@@ -35,10 +36,8 @@ class ShimArgs:
         publish_binary: str = "",
         id: str = "",
         bundle: str = "",
-        socket: str = "",
         debug: bool = False,
         version: bool = False,
-        info: bool = False,
     ) -> None:
         self.action = action
         self.namespace = namespace
@@ -46,13 +45,30 @@ class ShimArgs:
         self.publish_binary = publish_binary
         self.id = id
         self.bundle = bundle
-        self.socket = socket
         self.debug = debug
         self.version = version
-        self.info = info
 
     def as_dict(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in self.__slots__}
+
+    def to_fields(self) -> dict[str, str]:
+        """Every field as text (a flag as "1" or ""): how the arguments cross to the zygote."""
+        return {
+            name: ("1" if value else "") if isinstance(value, bool) else str(value)
+            for name, value in self.as_dict().items()
+        }
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> ShimArgs:
+        """The inverse of :meth:`to_fields`; names it does not know are ignored."""
+        args = cls()
+        for name in cls.__slots__:
+            if name in fields:
+                default = getattr(args, name)
+                setattr(
+                    args, name, fields[name] == "1" if isinstance(default, bool) else fields[name]
+                )
+        return args
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ShimArgs) and self.as_dict() == other.as_dict()
@@ -103,8 +119,6 @@ def parse(argv: list[str]) -> ShimArgs:
         publish_binary=values.get("publish-binary", ""),
         id=values.get("id", ""),
         bundle=values.get("bundle", ""),
-        socket=values.get("socket", ""),
         debug="debug" in flags,
         version=bool(flags & {"v", "version"}),
-        info="info" in flags,
     )

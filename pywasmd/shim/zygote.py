@@ -8,7 +8,9 @@ for each ``start``, which then forks its workers with the engine loaded.
 ``start`` talks to it over a root-only unix socket: one request, the listening
 socket of the new shim passed as an fd, one reply::
 
-    start -> zygote   length(4 bytes) + NUL-separated fields, SCM_RIGHTS [listener]
+    start -> zygote   length(4 bytes) + body, SCM_RIGHTS [listener]
+                      body = NUL-separated: PROTOCOL, N, N x name=value (the ShimArgs
+                             fields and socket_path), then the environment as KEY=VALUE
     zygote -> start   ok <pid> | stale | err <message>
 
 ``stale`` means the zygote's code is older than the files on disk: it exits, and
@@ -31,8 +33,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
 
+    from pywasmd.shim.cli import ShimArgs
+
 IDLE_SECONDS = 900.0
-PROTOCOL = b"pywasm-zygote-1"
+PROTOCOL = b"pywasm-zygote-2"
+#: The request field that is not a ShimArgs field: where the listener is bound.
+SOCKET_PATH = "socket_path"
 
 
 def socket_path() -> str:
@@ -53,28 +59,32 @@ def enabled() -> bool:
 # --- the client side, used by ``start`` (stdlib only, nothing heavy) ------------------
 
 
-def encode_request(fields: list[str], env: dict[str, str]) -> bytes:
-    parts = [
-        PROTOCOL,
-        str(len(fields)).encode(),
-        *(f.encode() for f in fields),
-        *(f"{k}={v}".encode() for k, v in env.items() if "\0" not in k + v),
-    ]
-    body = b"\0".join(parts)
+def _pairs(items: dict[str, str]) -> list[bytes]:
+    return [f"{k}={v}".encode() for k, v in items.items() if "\0" not in k + v]
+
+
+def encode_request(args: ShimArgs, listen_path: str, env: dict[str, str]) -> bytes:
+    fields = _pairs({**args.to_fields(), SOCKET_PATH: listen_path})
+    body = b"\0".join([PROTOCOL, str(len(fields)).encode(), *fields, *_pairs(env)])
     return len(body).to_bytes(4, "big") + body
 
 
-def decode_request(body: bytes) -> tuple[list[str], dict[str, str]]:
+def decode_request(body: bytes) -> tuple[ShimArgs, str, dict[str, str]]:
+    """The server's arguments, its socket path and its environment."""
+    from pywasmd.shim.cli import ShimArgs
+
     parts = body.split(b"\0")
-    if not parts or parts[0] != PROTOCOL:
-        raise ValueError("not a pywasm zygote request")
+    if len(parts) < 2 or parts[0] != PROTOCOL:
+        raise ValueError("not a pywasm zygote request (or one of another pywasm version)")
     count = int(parts[1])
-    fields = [p.decode() for p in parts[2 : 2 + count]]
+    fields = dict(p.decode().partition("=")[::2] for p in parts[2 : 2 + count])
     env = dict(p.decode().partition("=")[::2] for p in parts[2 + count :] if p)
-    return fields, env
+    if not fields.get(SOCKET_PATH) or not fields.get("bundle"):
+        raise ValueError("request needs a bundle and a socket_path")
+    return ShimArgs.from_fields(fields), fields[SOCKET_PATH], env
 
 
-def request_server(listener_fd: int, fields: list[str]) -> int | None:
+def request_server(listener_fd: int, args: ShimArgs, listen_path: str) -> int | None:
     """Ask a running zygote to serve the listening socket ``listener_fd``; the server's pid,
     or None if no zygote."""
     if not enabled():
@@ -85,7 +95,7 @@ def request_server(listener_fd: int, fields: list[str]) -> int | None:
     try:
         conn.settimeout(5.0)
         conn.connect(socket_path())
-        payload = encode_request(fields, dict(os.environ))
+        payload = encode_request(args, listen_path, dict(os.environ))
         rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, listener_fd.to_bytes(4, sys.byteorder))]
         conn.sendmsg([payload], rights)
         reply = b""
@@ -207,15 +217,13 @@ def _read_request(conn: socket.socket) -> tuple[bytes, list[int]]:
     return body, fds
 
 
-def _serve_in_child(listener_fd: int, fields: list[str], env: dict[str, str]) -> None:
+def _serve_in_child(listener_fd: int, args: ShimArgs, path: str, env: dict[str, str]) -> None:
     import socket
 
-    from pywasmd.shim.cli import ShimArgs
     from pywasmd.shim.serve import serve
 
-    bundle, path, namespace, address, publish_binary, id, debug = fields[:7]
     os.setsid()
-    os.chdir(bundle)
+    os.chdir(args.bundle)
     os.environ.clear()
     os.environ.update(env)
     null = os.open(os.devnull, os.O_RDWR)
@@ -225,15 +233,6 @@ def _serve_in_child(listener_fd: int, fields: list[str], env: dict[str, str]) ->
     os.closerange(3, listener_fd)
     os.closerange(listener_fd + 1, 65536)
     listener = socket.socket(fileno=listener_fd)
-    args = ShimArgs(
-        action="serve",
-        namespace=namespace,
-        address=address,
-        publish_binary=publish_binary,
-        id=id,
-        bundle=bundle,
-        debug=debug == "1",
-    )
     serve(listener, args, path)
 
 
@@ -248,15 +247,15 @@ def _handle(conn: socket.socket, stamps: dict[str, float]) -> bool:
         if _stale(stamps):
             conn.sendall(b"stale")
             return False
-        fields, env = decode_request(body)
-        if len(fds) != 1 or len(fields) < 7:
-            raise ValueError("request needs 7 fields and one listener fd")
+        args, path, env = decode_request(body)
+        if len(fds) != 1:
+            raise ValueError("request needs one listener fd")
         pid = os.fork()
         if pid == 0:
             try:
                 conn.close()
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                _serve_in_child(fds[0], fields, env)
+                _serve_in_child(fds[0], args, path, env)
             finally:
                 os._exit(0)
         conn.sendall(b"ok %d" % pid)
