@@ -7,11 +7,13 @@ Runs WASI preview 1 command modules (``_start``) and WASI preview 2 command comp
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import version
+from typing import Any
 
 import wasmtime
+from wasmtime import _bindings as _capi
 from wasmtime import component as wc
 
 from pywasmd.engine import (
@@ -43,6 +45,19 @@ _IMPLIES: dict[str, frozenset[str]] = {
 }
 
 _RUN_INTERFACE = "wasi:cli/run@0.2"
+
+# Network of WASI p2 components (docs/networking.md).  wasmtime 48 made TCP and UDP socket
+# creation opt-in (wasmtime PR 13936) and the C API under wasmtime-py has no switch for it:
+# wasi_config_inherit_network only opens every address.  So pyproject holds wasmtime-py below
+# 48, where inheriting the network also lets guests create sockets, and
+# tests/engines/test_network.py fails the day an upgrade takes sockets away.
+# Socket constructors, the only function of their interface, so an instance of our own can
+# stand in for wasmtime's: the guest's socket() gets access-denied from WASI itself.
+_SOCKET_CONSTRUCTORS: dict[str, str] = {
+    "wasi:sockets/tcp-create-socket@": "create-tcp-socket",
+    "wasi:sockets/udp-create-socket@": "create-udp-socket",
+}
+_HTTP_IMPORTS = "wasi:http/"
 
 
 @dataclass
@@ -110,9 +125,17 @@ def _check(engine: wasmtime.Engine, code: wasmtime.Module | wc.Component, plan: 
             f"Wasm component {plan.argv[0]!r} exports no {_RUN_INTERFACE}.x run interface: "
             "build it as a wasi:cli/command component, not as a library"
         )
+    if plan.network == "none":
+        http = sorted(n for n in code.type.imports(engine) if n.startswith(_HTTP_IMPORTS))
+        if http:
+            raise InvalidArgument(
+                f"Wasm component {plan.argv[0]!r} imports {http[0]} (outgoing HTTP) but "
+                "annotation pywasm.io/network=none allows no network; use "
+                "pywasm.io/network=http (outgoing HTTP only) or all"
+            )
 
 
-def _wasi(plan: WasiPlan) -> wasmtime.WasiConfig:
+def _wasi(plan: WasiPlan, component: bool) -> wasmtime.WasiConfig:
     wasi = wasmtime.WasiConfig()
     wasi.argv = list(plan.argv)
     wasi.env = [list(kv) for kv in plan.env]
@@ -120,8 +143,36 @@ def _wasi(plan: WasiPlan) -> wasmtime.WasiConfig:
     wasi.inherit_stdout()
     wasi.inherit_stderr()
     for grant in plan.preopens:
-        wasi.preopen_dir(grant.host, grant.guest, fs_mutable=not grant.readonly)
+        _preopen(wasi, grant.host, grant.guest, grant.readonly)
+    if component and plan.network == "all":
+        # Every address of the worker's network namespace, which is the container's: the
+        # namespace, not WASI, is the boundary (as with runwasi).  WASI p1 has no sockets.
+        _inherit_network(wasi)
+        _allow_ip_name_lookup(wasi, True)
     return wasi
+
+
+def _preopen(wasi: wasmtime.WasiConfig, host: str, guest: str, readonly: bool) -> None:
+    # wasmtime-py 48 replaced the DirPerms/FilePerms pair with one fs_mutable flag; both read
+    # "read-only" the same way (read files and directories, change nothing).
+    preopen: Any = wasi.preopen_dir
+    dir_perms: Any = getattr(wasmtime, "DirPerms", None)
+    if dir_perms is None:
+        preopen(host, guest, fs_mutable=not readonly)
+        return
+    perms = "READ_ONLY" if readonly else "READ_WRITE"
+    file_perms: Any = getattr(wasmtime, "FilePerms", None)
+    preopen(host, guest, getattr(dir_perms, perms), getattr(file_perms, perms))
+
+
+def _inherit_network(wasi: wasmtime.WasiConfig) -> None:
+    """``wasi_config_inherit_network``, which ``WasiConfig`` does not wrap."""
+    _capi.wasi_config_inherit_network(wasi.ptr())
+
+
+def _allow_ip_name_lookup(wasi: wasmtime.WasiConfig, enable: bool) -> None:
+    """``wasi_config_allow_ip_name_lookup``, which ``WasiConfig`` does not wrap."""
+    _capi.wasi_config_allow_ip_name_lookup(wasi.ptr(), enable)
 
 
 # Looked up once, at import (the zygote preloads this module): importlib.metadata costs each
@@ -195,13 +246,13 @@ class WasmtimeEngine:
             store.set_limits(memory_size=plan.memory_limit)
         if plan.fuel is not None:
             store.set_fuel(plan.fuel)
-        store.set_wasi(_wasi(plan))
+        store.set_wasi(_wasi(plan, isinstance(loaded.code, wc.Component)))
         if ready is not None:
             ready()
         memories: list[wasmtime.Memory] = []
         try:
             if isinstance(loaded.code, wc.Component):
-                return _run_component(loaded.engine, store, loaded.code)
+                return _run_component(loaded.engine, store, loaded.code, plan.network)
             status = _run_module(loaded.engine, store, loaded.code, memories)
         except wasmtime.ExitTrap as exc:
             status = int(exc.code)
@@ -279,9 +330,16 @@ def _run_module(
     return 0
 
 
-def _run_component(engine: wasmtime.Engine, store: wasmtime.Store, code: wc.Component) -> int:
+def _run_component(
+    engine: wasmtime.Engine, store: wasmtime.Store, code: wc.Component, network: str
+) -> int:
     linker = wc.Linker(engine)
     linker.add_wasip2()
+    if network != "none":
+        linker.add_wasi_http()
+        store.set_wasi_http()
+    if network != "all":
+        _refuse_sockets(linker, code.type.imports(engine))
     instance = linker.instantiate(store, code)
     interface = next(n for n in code.type.exports(engine) if n.startswith(_RUN_INTERFACE))
     iface = instance.get_export_index(store, interface)
@@ -293,3 +351,24 @@ def _run_component(engine: wasmtime.Engine, store: wasmtime.Store, code: wc.Comp
     run.post_return(store)
     # wasi:cli/run returns result<_, _>: ok is a clean exit, err the generic failure status.
     return 0 if getattr(result, "tag", None) == "ok" else 1
+
+
+def _refuse_sockets(linker: wc.Linker, imports: Iterable[str]) -> None:
+    """Stand in for the socket constructors ``imports`` names: each answers access-denied.
+
+    Under the exact imported name, so it wins over wasmtime's own (newer) version of the
+    interface; nothing else of wasi:sockets is reachable without a socket.
+    """
+    linker.allow_shadowing = True
+    with linker.root() as root:
+        for name in imports:
+            for prefix, func in _SOCKET_CONSTRUCTORS.items():
+                if name.startswith(prefix):
+                    with root.add_instance(name) as instance:
+                        instance.add_func(func, _access_denied)
+    linker.allow_shadowing = False
+
+
+def _access_denied(store: object, *args: object) -> str:
+    # result<own<socket>, error-code>: the enum case alone is its err arm.
+    return "access-denied"
