@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from pywasmd.errors import InvalidArgument
 from pywasmd.oci.grants import HostSetup, KindOf, Preopen, grant_mounts, host_kind
+from pywasmd.oci.sandbox import Sandbox, parse_sandbox
 from pywasmd.oci.spec import RuntimeSpec, check_wasm_resources
 
 
@@ -39,6 +40,10 @@ class WasiPlan:
     fuel: int | None = None
     network: str = "all"
     setups: tuple[HostSetup, ...] = ()
+    #: The Linux sandbox the worker enters before the guest runs; None: the shim's own.
+    sandbox: Sandbox | None = None
+    #: Run the sandbox tests' payload in place of the guest (see pywasmd.shim.worker).
+    test_payload: bool = False
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -59,6 +64,8 @@ class WasiPlan:
             "setups": [
                 [h.kind, h.target, h.source, h.name, h.size, h.readonly] for h in self.setups
             ],
+            "sandbox": None if self.sandbox is None else self.sandbox.to_json(),
+            "test_payload": self.test_payload,
         }
 
     @classmethod
@@ -88,10 +95,13 @@ class WasiPlan:
                 HostSetup(str(k), str(t), str(src), str(n), int(str(size)), bool(ro))
                 for k, t, src, n, size, ro in (seq("setups") if "setups" in raw else [])
             ),
+            sandbox=Sandbox.from_json(sb) if isinstance(sb := raw.get("sandbox"), dict) else None,
+            test_payload=bool(raw.get("test_payload", False)),
         )
 
 
 TIMEOUT_ANNOTATION = "pywasm.io/timeout"
+TEST_PAYLOAD_ANNOTATION = "pywasm.io/test-payload"
 FUEL_ANNOTATION = "pywasm.io/fuel"
 _ANNOTATION_MAX: dict[str, float] = {TIMEOUT_ANNOTATION: 10**9, FUEL_ANNOTATION: 2**64 - 1}
 
@@ -140,6 +150,10 @@ def plan_from_spec(
     if not cwd.startswith("/"):
         raise InvalidArgument(f"process.cwd {spec.process.cwd!r} must be an absolute path")
     grants, setups = grant_mounts(spec.mounts, scratch or rootfs + ".pywasm", kind_of)
+    sandbox = parse_sandbox(spec.raw, rootfs) if "linux" in spec.raw else None
+    if sandbox is not None and sandbox.pivots:
+        grants, setups = _in_container(grants, setups)
+        rootfs = "/"
     root = (
         ()
         if any(g.guest == "/" for g in grants)
@@ -160,7 +174,20 @@ def plan_from_spec(
         fuel=_int_or_none(_positive(spec.annotations, FUEL_ANNOTATION, int, "1000000000")),
         network=network_mode(spec.annotations),
         setups=setups,
+        sandbox=sandbox,
+        test_payload=spec.annotations.get(TEST_PAYLOAD_ANNOTATION) == "1",
     )
+
+
+def _in_container(
+    grants: tuple[Preopen, ...], setups: tuple[HostSetup, ...]
+) -> tuple[tuple[Preopen, ...], tuple[HostSetup, ...]]:
+    """With a mount namespace of its own the worker sees the container's paths after
+    pivot_root: each grant is its destination there, and the mounts themselves happen
+    inside the namespace (nothing to prepare on the host).  A single-file bind needs no
+    grant of its own: it is a file of the root grant, read-only in the kernel when asked."""
+    files = {s.target for s in setups if s.kind == "file"}
+    return tuple(Preopen(g.guest, g.guest, g.readonly) for g in grants if g.host not in files), ()
 
 
 def host_path(plan: WasiPlan, guest: str) -> str | None:

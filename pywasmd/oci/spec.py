@@ -65,6 +65,8 @@ class RuntimeSpec:
     memory_limit: int | None = None
     cgroups_path: str = ""
     resources: Resources = Resources()
+    #: The whole config, for the parts read only on one path (the sandbox of a Wasm guest).
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def load_spec(bundle: str) -> RuntimeSpec:
@@ -111,6 +113,7 @@ def parse_spec(raw: Mapping[str, Any]) -> RuntimeSpec:
         memory_limit=resources.memory_limit,
         cgroups_path=_str(linux, "linux.cgroupsPath", "cgroupsPath", ""),
         resources=resources,
+        raw=raw,
     )
 
 

@@ -1,8 +1,10 @@
 """Starting container processes (workers).
 
 ``TaskService`` sees only :class:`Launcher` and :class:`Worker`, so how a worker
-comes to life (a fresh interpreter today, a fork-server later) can change
-without touching it.
+comes to life (forked from the shim server, or a fresh interpreter for an engine
+that needs another Python) can change without touching it.  A worker whose
+container has a pid namespace of its own hands over to its pid 1 while it
+loads (``pid N`` on the control socket): from then on that process is the worker.
 """
 
 from __future__ import annotations
@@ -53,12 +55,26 @@ class _ProcessWorker:
     def __init__(self, pid: int, control: socket.socket) -> None:
         self.pid = pid
         self._control = control
+        self._pending = b""
 
     async def prepare(self, plan: WasiPlan) -> None:
         loop = asyncio.get_running_loop()
         await loop.sock_sendall(self._control, json.dumps(plan.to_json()).encode() + b"\n")
-        reply = bytearray()
-        while not reply.endswith(b"\n"):
+        text = await self._reply(plan)
+        if text.startswith("pid "):
+            self.pid = int(text[4:])
+            text = await self._reply(plan)
+        if text.startswith("err "):
+            raise InvalidArgument(text[4:])
+        if text.startswith("fail "):
+            raise Internal(text[5:])
+        if text != "ok":
+            raise Internal(f"unexpected reply from worker {self.pid}: {text!r}")
+
+    async def _reply(self, plan: WasiPlan) -> str:
+        loop = asyncio.get_running_loop()
+        reply = bytearray(self._pending)
+        while b"\n" not in reply:
             chunk = await loop.sock_recv(self._control, 65536)
             if not chunk:
                 raise Internal(
@@ -66,11 +82,8 @@ class _ProcessWorker:
                     "see the shim log"
                 )
             reply += chunk
-        text = reply.decode(errors="replace").strip()
-        if text.startswith("err "):
-            raise InvalidArgument(text[4:])
-        if text != "ok":
-            raise Internal(f"unexpected reply from worker {self.pid}: {text!r}")
+        line, _, self._pending = bytes(reply).partition(b"\n")
+        return line.decode(errors="replace").strip()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

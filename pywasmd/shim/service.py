@@ -42,6 +42,7 @@ from pywasmd.oci.engine_choice import choose_engine
 from pywasmd.oci.module import LINUX, locate_module, program_kind
 from pywasmd.oci.plan import WasiPlan, host_path, plan_from_spec, split_env
 from pywasmd.oci.runtime_options import runtime_options
+from pywasmd.oci.sandbox import for_exec
 from pywasmd.oci.spec import (
     Process,
     RuntimeSpec,
@@ -284,9 +285,13 @@ class TaskService:
         worker = self._launcher.spawn(io.open(), plan.engine)
         try:
             io.after_spawn()
+            spawned = worker.pid
             if bundle:
-                _write_pid(bundle, worker.pid)
+                _write_pid(bundle, spawned)
             await worker.prepare(plan)
+            if bundle and worker.pid != spawned:
+                # The container's pid 1 took over from the process that loaded the module.
+                _write_pid(bundle, worker.pid)
         except BaseException:
             self._discard(worker)
             raise
@@ -662,7 +667,13 @@ class TaskService:
         assert task.plan is not None
         module = locate_module(task.rootfs, process.args[0], process.cwd)
         cwd = posixpath.normpath(process.cwd or "/")
-        # The container's grants, limits and engine; the exec's own argv, env, cwd and user.
+        # The container's grants, limits and engine; the exec's own argv, env, cwd and user;
+        # the container's namespaces, joined.
+        sandbox = (
+            for_exec(task.plan.sandbox, task.pid, json.loads(req.spec.value))
+            if task.plan.sandbox is not None
+            else None
+        )
         plan = dataclasses.replace(
             task.plan,
             module=module,
@@ -672,6 +683,7 @@ class TaskService:
             uid=process.user.uid,
             gid=process.user.gid,
             additional_gids=process.user.additional_gids,
+            sandbox=sandbox,
         )
         _check_cwd(plan)
         io = _guest_io(req)
@@ -797,6 +809,8 @@ def _check_exec_id(exec_id: str) -> None:
 
 
 def _check_cwd(plan: WasiPlan) -> None:
+    if plan.sandbox is not None and plan.sandbox.has("mount"):
+        return  # a path of the container's own mount namespace: the worker checks it there
     where = host_path(plan, plan.cwd)
     if where is None or not os.path.isdir(where):
         raise InvalidArgument(

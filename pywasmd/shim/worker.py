@@ -15,12 +15,16 @@ container with 128+n as a native process would.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import logging
 import os
 import signal
 import sys
+import termios
 from typing import TYPE_CHECKING
+
+from pywasmd.shim import sandbox
 
 if TYPE_CHECKING:
     from pywasmd.engine import Engine
@@ -118,14 +122,8 @@ def main(log_fd: int | None = None) -> None:
     os.closerange(CONTROL_FD + 1, keep)
     os.closerange(keep + 1, 65536)
     _route_logging(log_fd)
-    if os.isatty(0):
-        import fcntl
-        import termios
-
-        # A terminal container: the pty is the guest's controlling terminal, as under runc.
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     from pywasmd.engine import OOM_EXIT_STATUS, GuestOutOfMemory, get_engine
-    from pywasmd.errors import ShimError
+    from pywasmd.errors import InvalidArgument, ShimError
     from pywasmd.oci.plan import WasiPlan
 
     line = _read_line(CONTROL_FD)
@@ -135,8 +133,20 @@ def main(log_fd: int | None = None) -> None:
         plan = WasiPlan.from_json(json.loads(line))
         engine = get_engine(plan.engine)
         loaded = _load(engine, plan)
+        payload = _test_payload(plan)
+        # Everything is loaded: from here on the worker lives in the container.
+        if plan.sandbox is not None:
+            if plan.sandbox.pid_namespace is not None:
+                _become_pid_one(plan.sandbox.pid_namespace)
+            sandbox.enter(plan.sandbox)
+            if plan.sandbox.has("mount"):
+                _check_cwd(plan.cwd)
+        if os.isatty(0):
+            # A terminal container: the pty is the guest's controlling terminal, as under runc.
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     except ShimError as exc:
-        os.write(CONTROL_FD, b"err " + exc.message.replace("\n", " ").encode() + b"\n")
+        kind = b"err " if isinstance(exc, InvalidArgument) else b"fail "
+        os.write(CONTROL_FD, kind + exc.message.replace("\n", " ").encode() + b"\n")
         os._exit(1)
     except Exception as exc:  # noqa: BLE001 - any failure must reach the user as text
         os.write(CONTROL_FD, f"err {type(exc).__name__}: {exc}".replace("\n", " ").encode() + b"\n")
@@ -147,14 +157,23 @@ def main(log_fd: int | None = None) -> None:
 
     def ready() -> None:
         try:
-            _become(plan.uid, plan.gid, plan.additional_gids)
-        except OSError as exc:
+            if plan.sandbox is not None:
+                sandbox.finish(plan.sandbox, plan.uid, plan.gid, plan.additional_gids)
+            else:
+                _become(plan.uid, plan.gid, plan.additional_gids)
+        except (OSError, ShimError) as exc:
             print(
-                f"pywasm: cannot run as uid {plan.uid} gid {plan.gid}: {exc}",
+                f"pywasm: cannot enter the container as uid {plan.uid} gid {plan.gid}: {exc}",
                 file=sys.stderr,
                 flush=True,
             )
             os._exit(126)
+
+    if payload is not None:
+        ready()
+        exec(compile(payload, "pywasm-test-payload", "exec"), {"__name__": "__payload__"})
+        sys.stdout.flush()
+        os._exit(0)
 
     # The control socket stays open while the guest runs (WASI gives it no way to reach
     # it): the shim learns through it why the guest ended.
@@ -171,6 +190,41 @@ def main(log_fd: int | None = None) -> None:
         print(f"pywasm: the {plan.engine} engine failed: {exc}", file=sys.stderr, flush=True)
         os._exit(126)
     os._exit(status & 0xFF)
+
+
+def _become_pid_one(pid_namespace: str) -> None:
+    """Hand over to a copy of this process in the container's pid namespace, then go."""
+    child = sandbox.start_in_pid_namespace(pid_namespace)
+    if child:
+        os.write(CONTROL_FD, f"pid {child}\n".encode())
+        os._exit(0)
+    # The copy's own session (kill --all signals it), and death with the shim, its parent now.
+    os.setsid()
+    _reset_signals()
+
+
+def _check_cwd(cwd: str) -> None:
+    from pywasmd.errors import InvalidArgument
+
+    if not os.path.isdir(cwd):
+        raise InvalidArgument(
+            f"process.cwd {cwd!r} does not exist in the container: create it in the image "
+            "(WORKDIR) or mount it, or pass an existing directory (-w/--cwd)"
+        )
+
+
+#: Tests of the sandbox run a Python payload in place of the guest, after the whole sandbox
+#: is up: only when the shim's environment names the file AND the container asks for it.
+TEST_PAYLOAD_ENV = "PYWASM_TEST_PAYLOAD"
+TEST_PAYLOAD_ANNOTATION = "pywasm.io/test-payload"
+
+
+def _test_payload(plan: WasiPlan) -> str | None:
+    path = os.environ.get(TEST_PAYLOAD_ENV)
+    if not path or not plan.test_payload:
+        return None
+    with open(path, encoding="utf-8") as f:
+        return f.read()
 
 
 def _tell(message: bytes) -> None:
