@@ -14,7 +14,7 @@ pywasm figure side by side with runc on the same containerd, interleaved:
 
 plus a start-up breakdown (containerd at debug level, timestamps from `ctr` to guest exit).
 It prints the summary table, writes BENCHMARKS.md, a PNG chart (docs/bench-start-latency.png,
-when matplotlib is installed: `pip install -e .[bench]`) and the raw figures
+when matplotlib is installed: `pip install matplotlib`) and the raw figures
 (.cache/bench/results.json). `--smoke` is a quick check of the suite itself (containerd 1.6, a
 few runs, no large module, about a minute): it prints the table and writes nothing.
 """
@@ -918,7 +918,7 @@ def main(argv: list[str] | None = None) -> int:
     chart = write_chart(results, CHART)
     args.out.write_text(report(results, chart))
     print(
-        f"wrote {args.out}" + (f" and {chart}" if chart else " (no chart: pip install -e .[bench])")
+        f"wrote {args.out}" + (f" and {chart}" if chart else " (no chart: pip install matplotlib)")
     )
     return 0 if _complete(results) else 1
 

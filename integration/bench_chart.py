@@ -1,4 +1,4 @@
-"""The start-latency chart of BENCHMARKS.md (matplotlib: `pip install -e .[bench]`)."""
+"""The start-latency chart of BENCHMARKS.md (needs matplotlib: `pip install matplotlib`)."""
 
 from __future__ import annotations
 
