@@ -445,15 +445,15 @@ def write_table(name: str, columns: dict[str, dict[str, str]]) -> str:
     return text
 
 
-def compare(
+def differences(
     name: str,
     runc: dict[str, str],
     wasm: dict[str, str],
     image_entries: set[str],
     host_root: set[str],
-) -> None:
-    """pywasm must agree with runc on every key; `root` is compared without what the images
-    themselves hold. The full table goes into the failure message and the table file."""
+) -> str:
+    """Where pywasm disagrees with runc ("" when nowhere); `root` is compared without what the
+    images themselves hold. The full table goes into the message and the table file."""
     table = write_table(name, {"runc": runc, "pywasm": wasm})
     wasm_root = set(wasm["root"].split())
     assert wasm_root != host_root, f"{name}: the worker's root is the host's /\n{table}"
@@ -462,7 +462,18 @@ def compare(
     if runc_root != wasm_root - image_entries:
         differ.append(f"root (without image files: {sorted(runc_root)} vs "
                       f"{sorted(wasm_root - image_entries)})")  # fmt: skip
-    assert not differ, f"{name}: pywasm differs from runc in {differ}\n{table}"
+    return f"{name}: pywasm differs from runc in {differ}\n{table}" if differ else ""
+
+
+def compare(
+    name: str,
+    runc: dict[str, str],
+    wasm: dict[str, str],
+    image_entries: set[str],
+    host_root: set[str],
+) -> None:
+    problem = differences(name, runc, wasm, image_entries, host_root)
+    assert not problem, problem
 
 
 def wait_pid(get: Any, timeout: float = 20) -> int:
@@ -530,11 +541,51 @@ def test_ctr_process_side_by_side(node: Node, config: str) -> None:
         assert runc_pid > 0, f"no running task {runc_id}"
         assert wasm_pid > 0, f"no running task {wasm_id}"
         runc, wasm = observe(runc_pid, refs), observe(wasm_pid, refs)
+        # An exec joins the init's sandbox (`runc exec`): observed against the init.
+        runc_exec, _ = exec_observe(ctrd, runc_id, runc_pid, ["sleep", "299"], refs)
+        wasm_exec, wasm_exec_pid = exec_observe(
+            ctrd, wasm_id, wasm_pid, [images.module("sleep"), "299"], refs
+        )
+        # Seen again a second later: tells a late sandbox step from a missing one.
+        time.sleep(1)
+        wasm_later = observe(wasm_pid, refs)
+        wasm_exec_later = observe(wasm_exec_pid, {"host": refs["host"], "init": wasm_pid})
     finally:
         ctr_remove(ctrd, wasm_id)
         ctr_remove(ctrd, runc_id)
-    compare(f"{config}-ctrd{node.version}", runc, wasm,
-            node.busybox_entries | node.wasm_entries, HOST_ROOT)  # fmt: skip
+    entries = node.busybox_entries | node.wasm_entries
+    for kind in ("ipc", "mnt", "net", "pid", "uts"):
+        assert runc_exec[f"ns/{kind}"] == "init", f"runc exec: {kind} {runc_exec[f'ns/{kind}']}"
+    name = f"{config}-ctrd{node.version}"
+    problems = [
+        differences(name, runc, wasm, entries, HOST_ROOT),
+        differences(f"{name}-exec", runc_exec, wasm_exec, entries, HOST_ROOT),
+    ]
+    if any(problems):
+        problems += [
+            differences(f"{name}-1s-later", runc, wasm_later, entries, HOST_ROOT),
+            differences(f"{name}-exec-1s-later", runc_exec, wasm_exec_later, entries, HOST_ROOT),
+        ]
+    found = "\n".join(p for p in problems if p)
+    assert not found, found
+
+
+def exec_observe(
+    ctrd: Containerd, cid: str, init: int, argv: list[str], refs: dict[str, int]
+) -> tuple[dict[str, str], int]:
+    """`ctr tasks exec -d` of `argv` in `cid`, then what /proc says of it (namespaces named
+    after the init's when shared)."""
+    r = ctrd.ctr("tasks", "exec", "-d", "--exec-id", new_id("x"), cid, *argv, timeout=60)
+    assert r.returncode == 0, explain(r)
+
+    def exec_pid() -> int:
+        out = ctrd.ctr("tasks", "ps", cid, timeout=20).stdout.split()
+        pids = [int(p) for p in out if p.isdigit() and int(p) != init]
+        return pids[0] if pids else 0
+
+    pid = wait_pid(exec_pid)
+    assert pid > 0, f"{cid}: no exec process in `ctr tasks ps`"
+    return observe(pid, {"host": refs["host"], "init": init}), pid
 
 
 def docker_pid(d: Dockerd, name: str) -> int:
