@@ -202,3 +202,35 @@ def test_default_bridge_network(stack: Stack, runtime: str) -> None:
     assert wait_links(stack, links_before) == links_before, "a veth outlived the container"
     assert docker_netns_files(d) == [], "Docker's netns file outlived the container"
     assert netns.host_links() == machine, "the machine's own interfaces changed"
+
+
+def test_netns_harness_and_host_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The harness sees what appears in its namespace and removes it with the namespace; the
+    session guard reports an interface that appears in the machine's namespace."""
+    from integration import conftest
+
+    n = netns.Netns().create()
+    try:
+        assert set(n.links()) == {"lo"}, n.links()
+        assert "UP" in n.links()["lo"], n.links()
+        r = n.run("ip", "link", "add", "pwt0", "type", "veth", "peer", "name", "pwt1")
+        assert r.returncode == 0, explain(r)
+        assert set(n.links()) == {"lo", "pwt0", "pwt1"}, n.links()
+        sleeper = subprocess.Popen([*n.launcher, "sleep", "60"])
+        deadline = time.monotonic() + 5
+        while sleeper.pid not in n.pids() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert n.pids() == [sleeper.pid]
+    finally:
+        n.delete()
+    assert sleeper.wait(5) == -9, "delete() did not end the namespace's process"
+    assert not n.path.exists()
+    assert n.name not in netns.named_netns()
+
+    real = netns.host_links()
+    fake = "pw-guard-probe"  # no such interface: the guard's `ip link del` fails, and says so
+    monkeypatch.setattr(netns, "host_links", lambda: {**real, fake: f"{fake} DOWN"})
+    found = conftest._new_host_links(real)
+    assert len(found) == 1, found
+    assert fake in found[0], found
+    assert "ip link del failed" in found[0], found
