@@ -406,6 +406,9 @@ def observe(pid: int, refs: dict[str, int]) -> dict[str, str]:
             status[key] = value.strip()
     for key in STATUS_KEYS:
         seen[key] = status.get(key, "(absent)")
+    # The pid inside its own pid namespace: 1 for an init, another number for an exec.
+    inner = status.get("NSpid", "0").split()[-1]
+    seen["pid in its namespace"] = "1" if inner == "1" else "not 1"
     with open(f"/proc/{pid}/limits") as f:
         for line in f.read().splitlines()[1:]:
             name = line[:26].strip()
