@@ -7,12 +7,12 @@ else may be printed there.
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 import time
 
 from pywasmd import paths
+from pywasmd.shim import unixsock
 from pywasmd.shim.cli import ShimArgs
 
 # Not from typing: importing typing costs ``start`` and ``delete`` 20 ms.
@@ -56,44 +56,6 @@ def socket_address(grpc_address: str, namespace: str, key: str) -> str:
     return f"unix://{paths.SOCKET_ROOT}/{digest}"
 
 
-def _listen(path: str) -> _socket.socket | None:
-    """A listening socket at ``path``, or None when a live shim already serves it."""
-    import _socket  # the C module: ``socket`` pulls in enum and selectors (~5 ms)
-
-    os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
-    for _ in range(2):
-        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        try:
-            sock.bind(path)
-        except OSError as exc:
-            sock.close()
-            if exc.errno != errno.EADDRINUSE:
-                raise
-            probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-            try:
-                probe.connect(path)
-                return None
-            except OSError:
-                os.unlink(path)  # stale: its server is gone
-            finally:
-                probe.close()
-            continue
-        os.chmod(path, 0o600)
-        sock.listen(128)
-        return sock
-    raise OSError(errno.EADDRINUSE, f"cannot bind {path}")
-
-
-def _detach(keep: int) -> None:
-    """Leave containerd's pipes and every fd it let us inherit; keep only ``keep``."""
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.close(null)
-    os.closerange(3, keep)
-    os.closerange(keep + 1, 65536)
-
-
 def _spawn_server(listener: _socket.socket, args: ShimArgs, bundle: str, path: str) -> None:
     """Hand ``listener`` to a server forked by the zygote, or to one of our own."""
     from pywasmd.shim import zygote
@@ -104,7 +66,7 @@ def _spawn_server(listener: _socket.socket, args: ShimArgs, bundle: str, path: s
     sys.stdout.flush()
     if os.fork() == 0:
         os.setsid()
-        _detach(listener.fileno())
+        unixsock.detach_stdio(listener.fileno())
         try:
             if sys.flags.no_site:  # the fast wrapper runs `start` with -S; the server needs site
                 import site
@@ -125,7 +87,7 @@ def start(args: ShimArgs) -> int:
     address = socket_address(args.address, args.namespace, grouping_key(bundle, args.id))
     path = address.removeprefix("unix://")
     try:
-        listener = _listen(path)
+        listener = unixsock.listen(path, 0o711, 128)
     except OSError as exc:
         sys.stdout.write(f"pywasm shim: cannot listen on {path}: {exc}")
         return 1

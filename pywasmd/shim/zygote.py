@@ -118,10 +118,9 @@ def spawn_zygote() -> None:
         os.setsid()
         if os.fork() != 0:
             os._exit(0)
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        os.closerange(3, 65536)
+        from pywasmd.shim.unixsock import detach_stdio
+
+        detach_stdio()
         # A clean environment: servers get theirs from each request, and the zygote must not
         # look like it belongs to the containerd that happened to start it.
         env = {
@@ -182,23 +181,10 @@ def _stale(stamps: dict[str, float]) -> bool:
 def _bind(path: str) -> socket.socket | None:
     import socket
 
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(path)
-    except OSError:
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-            return None  # another zygote is alive
-        except OSError:
-            os.unlink(path)
-            sock.bind(path)
-        finally:
-            probe.close()
-    os.chmod(path, 0o600)
-    sock.listen(64)
-    return sock
+    from pywasmd.shim.unixsock import listen
+
+    raw = listen(path, 0o700, 64)
+    return None if raw is None else socket.socket(fileno=raw.detach())
 
 
 def _read_request(conn: socket.socket) -> tuple[bytes, list[int]]:
@@ -221,17 +207,13 @@ def _serve_in_child(listener_fd: int, args: ShimArgs, path: str, env: dict[str, 
     import socket
 
     from pywasmd.shim.serve import serve
+    from pywasmd.shim.unixsock import detach_stdio
 
     os.setsid()
     os.chdir(args.bundle)
     os.environ.clear()
     os.environ.update(env)
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.close(null)
-    os.closerange(3, listener_fd)
-    os.closerange(listener_fd + 1, 65536)
+    detach_stdio(listener_fd)
     listener = socket.socket(fileno=listener_fd)
     serve(listener, args, path)
 
