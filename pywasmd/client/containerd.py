@@ -302,11 +302,27 @@ class Client:
                 f"create container {container_id}",
             )
         except AlreadyExists:
-            raise AlreadyExists(
-                f"a container named {container_id!r} already exists in namespace "
-                f"{self.namespace!r}; pick another --name, or remove it: ctr -n "
-                f"{self.namespace} containers rm {container_id}"
-            ) from None
+            raise self.exists(container_id) from None
+
+    def exists(self, container_id: str) -> AlreadyExists:
+        return AlreadyExists(
+            f"a container named {container_id!r} already exists in namespace "
+            f"{self.namespace!r}; pick another --name, or remove it: ctr -n "
+            f"{self.namespace} containers rm {container_id}"
+        )
+
+    def container_exists(self, container_id: str) -> bool:
+        from pywasmd.api.containerd.services.containers.v1 import containers_pb2 as pb
+        from pywasmd.api.containerd.services.containers.v1 import containers_pb2_grpc as rpc
+
+        stub = self._stub(rpc, "ContainersStub")
+        try:
+            self._call(
+                stub.Get, pb.GetContainerRequest(id=container_id), f"container {container_id}"
+            )
+        except NotFound:
+            return False
+        return True
 
     def container_delete(self, container_id: str) -> None:
         from pywasmd.api.containerd.services.containers.v1 import containers_pb2 as pb

@@ -510,14 +510,18 @@ class Stdio:
                 sink.flush()
 
     def _pump_in(self, on_end: Any) -> None:
-        assert self._stdin_fd is not None
         src = sys.stdin.fileno()
-        while True:
+        while self._stdin_fd is not None:
             try:
                 chunk = os.read(src, 65536)
             except OSError:
                 chunk = b""
             if not chunk:
+                # Our end is a writer too: the guest sees end-of-file only once it is closed
+                # and the shim was told (CloseIO) to drop its own.
+                fd, self._stdin_fd = self._stdin_fd, None
+                with contextlib.suppress(OSError):
+                    os.close(fd)
                 on_end()
                 return
             try:
@@ -529,7 +533,9 @@ class Stdio:
         """After the task exited: drain the pipes, then close and remove everything."""
         self._stop.set()
         for t in self._threads:
-            t.join(10)
+            if t.is_alive():
+                t.join(10)
+        self._threads = []
         for fd in self._fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -584,6 +590,8 @@ def run(args: argparse.Namespace) -> int:
         client.lease_create(f"pywasm-run-{container_id}-{uuid.uuid4().hex[:8]}")
         created = False
         try:
+            if client.container_exists(container_id):
+                raise client.exists(container_id)
             name = _ensure_image(client, args)
             resolved = resolve(client, name, args.platform)
             snapshotter, snapshot_key, argv = "", "", None
@@ -655,14 +663,7 @@ def _run_task(
 ) -> int:
     stdio: Stdio | None = None
     task = False
-
-    def cleanup() -> None:
-        if task:
-            client.task_delete(container_id)
-        client.container_delete(container_id)
-        if has_snapshot:
-            client.snapshot_remove(SNAPSHOTTER, container_id)
-
+    finished = detached = False
     try:
         if not args.detach:
             stdio = Stdio(container_id, args.interactive or args.tty, args.tty)
@@ -679,23 +680,25 @@ def _run_task(
         if args.detach:
             client.task_start(container_id)
             print(container_id)
+            task, detached = False, True  # it runs on: the user owns it now
             return 0
         assert stdio is not None
-        return _attach(client, args, container_id, stdio)
-    except BaseException:
+        status = _attach(client, args, container_id, stdio)
+        finished = True
+        return status
+    finally:
         if stdio is not None:
             stdio.finish()
-        with contextlib.suppress(Exception):
-            cleanup()
-        raise
-    finally:
-        if stdio is not None and args.rm:
-            stdio.finish()
-            cleanup()
-        elif stdio is not None:
-            stdio.finish()
-            if task:
+        if task:
+            with contextlib.suppress(Exception):
                 client.task_delete(container_id)
+        # A run that failed leaves nothing behind, even with --keep; a detached one runs on.
+        if not detached and (args.rm or not finished):
+            with contextlib.suppress(Exception):
+                client.container_delete(container_id)
+            if has_snapshot:
+                with contextlib.suppress(Exception):
+                    client.snapshot_remove(SNAPSHOTTER, container_id)
 
 
 def _attach(client: Client, args: argparse.Namespace, container_id: str, stdio: Stdio) -> int:
