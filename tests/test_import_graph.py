@@ -141,3 +141,72 @@ def test_a_cycle_is_reported(tmp_path: Path) -> None:
     )
     (pkg / "d.py").write_text("import pywasmd.c\n")
     assert cycles(import_graph(pkg)) == [["pywasmd.a", "pywasmd.sub.b"]]
+
+
+#: Who may import whom: a package (or module) -> the pywasmd modules it may import (by prefix).
+#: docs/architecture.md draws the same map. The shim and the command-line tools sit on top
+#: and may import any layer below them, but never each other.
+LAYERS: dict[str, tuple[str, ...]] = {
+    # leaves: the standard library and the error classes only
+    "pywasmd.errors": (),
+    "pywasmd.paths": (),
+    "pywasmd.wasmbin": ("pywasmd.errors",),
+    "pywasmd.shim.cli": (),
+    "pywasmd.shim.unixsock": (),
+    "pywasmd.shim.reaper": (),
+    "pywasmd.image.mediatypes": (),
+    # the ttrpc protocol knows nothing of containers
+    "pywasmd.ttrpc": ("pywasmd.ttrpc", "pywasmd.errors"),
+    # the OCI model is pure: spec -> grants -> plan (and the sandbox plan)
+    "pywasmd.oci": (
+        "pywasmd.oci",
+        "pywasmd.errors",
+        "pywasmd.paths",
+        "pywasmd.wasmbin",
+        "pywasmd.engine",
+    ),
+    "pywasmd.engine": ("pywasmd.errors", "pywasmd.oci"),
+    "pywasmd.engines": ("pywasmd.engine", "pywasmd.errors", "pywasmd.oci.plan", "pywasmd.wasmbin"),
+    "pywasmd.image": ("pywasmd.image", "pywasmd.errors", "pywasmd.wasmbin"),
+    "pywasmd.cache": (),
+}
+#: Imported by nothing in the package but the command-line tools.
+TOOLS = ("pywasmd.cli", "pywasmd.doctor", "pywasmd.nodesetup", "pywasmd.client")
+
+
+def _rule(module: str) -> tuple[str, ...] | None:
+    best = max(
+        (p for p in LAYERS if module == p or module.startswith(p + ".")), key=len, default=None
+    )
+    return None if best is None else LAYERS[best]
+
+
+def _under(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def test_every_layer_imports_only_what_it_may() -> None:
+    graph = import_graph()
+    wrong = []
+    for module, targets in sorted(graph.items()):
+        allowed = _rule(module)
+        for target in sorted(targets):
+            if allowed is not None and not any(_under(target, p) for p in allowed):
+                wrong.append(f"{module} -> {target}")
+            if any(_under(target, t) for t in TOOLS) and not any(_under(module, t) for t in TOOLS):
+                wrong.append(f"{module} -> {target} (a command-line tool)")
+    assert not wrong, "imports against the layering of docs/architecture.md:\n" + "\n".join(wrong)
+
+
+def test_start_and_delete_import_only_leaves_up_front() -> None:
+    """containerd waits for ``start`` and ``delete`` on every container: what bootstrap
+    imports at module level is paid every time, so it is only the leaf modules."""
+    path = ROOT / "shim" / "bootstrap.py"
+    tree = ast.parse(path.read_text(), str(path))
+    top = ast.Module(body=[n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))])
+    imported = {
+        f"{m}.{n}" if n and f"{m}.{n}" in import_graph() else m
+        for m, n in _imports(top, "pywasmd.shim")
+        if m.startswith("pywasmd")
+    }
+    assert imported <= {"pywasmd.paths", "pywasmd.shim.cli", "pywasmd.shim.unixsock"}, imported
