@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import http.client
+import http.server
 import os
 import re
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +42,33 @@ def explain(r: subprocess.CompletedProcess[Any]) -> str:
 @pytest.fixture(scope="session")
 def echo_archive() -> Path:
     return images.build_wasm_archive("net-echo", net_guests.build("echo_server"))
+
+
+@pytest.fixture(scope="session")
+def client_archives() -> dict[str, Path]:
+    """The TCP client and the wasi:http client, as pw-net-<guest> images."""
+    return {
+        name: images.build_wasm_archive(f"net-{name}", net_guests.build(name))
+        for name in ("tcp_fetch", "http_get")
+    }
+
+
+@pytest.fixture
+def client_images(
+    containerd: Containerd, client_archives: dict[str, Path]
+) -> dict[str, tuple[str, str]]:
+    """Guest name -> (image reference, module path in it), imported into this containerd."""
+    refs = {}
+    for name, archive in client_archives.items():
+        ref = images.ref(f"net-{name}")
+        if (containerd.address, ref) not in _imported_clients:
+            images.import_archive(containerd, ref, archive)
+            _imported_clients.add((containerd.address, ref))
+        refs[name] = (ref, images.archive_entrypoint(archive)[0])
+    return refs
+
+
+_imported_clients: set[tuple[str, str]] = set()
 
 
 _imported: set[str] = set()
@@ -296,3 +325,47 @@ def test_bad_network_annotation_is_refused_at_create(
     assert "annotation pywasm.io/network='outbound' is not allowed" in r.stderr, explain(r)
     for value in ("all", "http", "none"):
         assert f"{value} = " in r.stderr, explain(r)
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = f"hello from the host {self.path}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def host_server() -> Iterator[int]:
+    """An HTTP server on 127.0.0.1 of the machine's namespace (a port, nothing configured)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_net_host_tcp_client_fetches(
+    containerd: Containerd, client_images: dict[str, tuple[str, str]], host_server: int, host: str
+) -> None:
+    image, module = client_images["tcp_fetch"]
+    url = f"http://{host}:{host_server}/tcp"
+    r = run(containerd, image, new_id("net-tcp"), module, url, extra=["--net-host"], timeout=120)
+    assert r.returncode == 0, explain(r)
+    assert r.stdout == "hello from the host /tcp", explain(r)
+
+
+def test_net_host_outgoing_http(
+    containerd: Containerd, client_images: dict[str, tuple[str, str]], host_server: int
+) -> None:
+    image, module = client_images["http_get"]
+    url = f"http://127.0.0.1:{host_server}/wasi-http"
+    r = run(containerd, image, new_id("net-http"), module, url, extra=["--net-host"], timeout=120)
+    assert r.returncode == 0, explain(r)
+    assert r.stdout == "status 200\nhello from the host /wasi-http", explain(r)
