@@ -107,6 +107,33 @@ def test_env_annotation_and_stdin(containerd: Containerd, tmp_path: Path) -> Non
     assert "unknown engine 'nope'" in bad.stderr
 
 
+def test_user_memory_tmpfs_workdir_cpus(containerd: Containerd, tmp_path: Path) -> None:
+    fs = guests.build("fs")
+    private = tmp_path / "private.txt"
+    private.write_text("root only\n")
+    private.chmod(0o600)
+    tmp_path.chmod(0o755)
+    vol = f"{tmp_path}:/data:ro"
+    # pywasm run sets process.user itself, so this works on 1.6 too (ctr 1.6 has no --user).
+    as_user = pywasm_run(
+        containerd, "-v", vol, "--user", "1000:1000", fs, "read", "/data/private.txt"
+    )
+    assert as_user.returncode == 1, explain(as_user)
+    assert "error: read /data/private.txt" in as_user.stderr
+    as_root = pywasm_run(containerd, "-v", vol, fs, "read", "/data/private.txt")
+    assert as_root.stdout == "root only\n", explain(as_root)
+    oom = pywasm_run(containerd, "--memory", "32m", guests.build("memhog"))
+    assert oom.returncode == 137, explain(oom)
+    assert "out of memory" in oom.stderr
+    tmpfs = pywasm_run(containerd, "--tmpfs", "/scratch:size=1m", fs, "write", "/scratch/x", "y")
+    assert tmpfs.returncode == 0, explain(tmpfs)
+    missing = pywasm_run(containerd, "-w", "/no/such/dir", guests.build("hello"))
+    assert missing.returncode != 0
+    assert "process.cwd '/no/such/dir' does not exist" in missing.stderr
+    cpus = pywasm_run(containerd, "--cpus", "0.5", "-w", "/data", "-v", vol, guests.build("hello"))
+    assert cpus.returncode == 0, explain(cpus)
+
+
 def test_image_from_a_registry(containerd: Containerd, registry: LocalRegistry) -> None:
     ref = f"{registry.host}/run-image-{containerd.version.replace('.', '')}:1"
     push(guests.build("hello"), ref, "image")
