@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from integration import guests
-from integration.containerd import Containerd
+from integration.containerd import VENV_BIN, Containerd
 from integration.docker import BUILDX, DOCKERD, NAMESPACE, PYWASM, Dockerd, DockerError
 from integration.images import BUSYBOX_BINARY
 
@@ -134,6 +134,13 @@ def test_build_and_run_a_wasi_image(dockerd: Dockerd, context: Path) -> None:
     assert without.returncode == 0, explain(without)
     assert without.stdout == "hello from wasm\nb\n"
     assert "does not match the detected host platform" in without.stderr
+    # The same image from Docker's containerd namespace, with pywasm run (Docker's snapshots
+    # reused, its attestation manifest skipped).
+    argv = [str(VENV_BIN / "pywasm"), "run", "--address", dockerd.ctrd.address]
+    argv += ["--namespace", NAMESPACE, "--pull", "never", "docker.io/library/bx-hello:1", "c"]
+    direct = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert direct.returncode == 0, explain(direct)
+    assert direct.stdout == "hello from wasm\nc\n"
 
 
 def test_multi_platform_build(dockerd: Dockerd, context: Path) -> None:
