@@ -187,6 +187,8 @@ class Sandbox:
     selinux_label: str = ""
     #: Cap names the kernel table does not know: dropped with a log line, as runc does.
     unknown_capabilities: tuple[str, ...] = ()
+    #: The container's cgroup (normalized ``linux.cgroupsPath``), once the shim made it.
+    cgroup_path: str = ""
 
     def has(self, kind: str) -> Namespace | None:
         return next((ns for ns in self.namespaces if ns.type == kind), None)
@@ -238,6 +240,7 @@ class Sandbox:
             "apparmor_profile": self.apparmor_profile,
             "selinux_label": self.selinux_label,
             "unknown_capabilities": list(self.unknown_capabilities),
+            "cgroup_path": self.cgroup_path,
         }
 
     @classmethod
@@ -271,6 +274,7 @@ class Sandbox:
             apparmor_profile=str(raw["apparmor_profile"]),
             selinux_label=str(raw["selinux_label"]),
             unknown_capabilities=tuple(str(c) for c in raw["unknown_capabilities"]),
+            cgroup_path=str(raw.get("cgroup_path", "")),
         )
 
 

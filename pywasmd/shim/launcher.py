@@ -10,6 +10,7 @@ loads (``pid N`` on the control socket): from then on that process is the worker
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -20,6 +21,9 @@ from typing import NoReturn, Protocol
 
 from pywasmd.errors import Internal, InvalidArgument
 from pywasmd.oci.plan import WasiPlan
+
+#: How long Start waits for a worker to say its sandbox is complete.
+_STARTED_WAIT = 10.0
 
 
 @dataclass(frozen=True)
@@ -88,9 +92,26 @@ class _ProcessWorker:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.sock_sendall(self._control, b"go\n")
+        # Answer Start once the guest's process holds its final credentials, capabilities,
+        # no_new_privs and seccomp, as runc answers once its process has exec'd.  A worker
+        # that dies first (it could not become the container's user) ends the wait too.
+        reply = bytearray(self._pending)
+
+        async def started() -> None:
+            while b"\n" not in reply:
+                chunk = await loop.sock_recv(self._control, 4096)
+                if not chunk:
+                    return
+                reply.extend(chunk)
+
+        with contextlib.suppress(asyncio.TimeoutError, OSError):
+            await asyncio.wait_for(started(), _STARTED_WAIT)
+        line, _, rest = bytes(reply).partition(b"\n")
+        # Anything after (or other than) "started" is for report().
+        self._pending = rest if line == b"started" else bytes(reply)
 
     def report(self) -> str:
-        said = b""
+        said, self._pending = self._pending, b""
         try:
             while chunk := self._control.recv(4096):
                 said += chunk

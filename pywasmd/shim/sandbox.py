@@ -52,6 +52,7 @@ from pywasmd.oci.sandbox import (
     MountStep,
     Sandbox,
 )
+from pywasmd.paths import CGROUP_ROOT
 
 log = logging.getLogger("pywasmd.sandbox")
 
@@ -180,10 +181,11 @@ def enter(sb: Sandbox) -> None:
     uts = sb.has("uts")
     if uts is not None and not uts.path:
         if sb.hostname:
-            _call(_libc.sethostname(sb.hostname.encode(), len(sb.hostname.encode())), "hostname")
+            host = sb.hostname.encode()
+            _call(_libc.sethostname(host, len(host)), "hostname")
         if sb.domainname:
-            name = sb.domainname.encode()
-            _call(_libc.setdomainname(name, len(name)), "domainname")
+            domain = sb.domainname.encode()
+            _call(_libc.setdomainname(domain, len(domain)), "domainname")
     if sb.pivots:
         _build_root(sb)
     for name, hard, soft in sb.rlimits:
@@ -250,7 +252,7 @@ def _build_root(sb: Sandbox) -> None:
     remounts: list[tuple[int, str, MountStep]] = []
     for index, step in enumerate(sb.mounts):
         try:
-            remount = _mount_step(rootfs, step)
+            remount = _mount_step(rootfs, step, sb.cgroup_path)
         except OSError as exc:
             raise InvalidArgument(
                 f"mounts[{index}] ({step.destination}): {exc}; fix the mount or drop it"
@@ -292,7 +294,7 @@ def _inside(rootfs: str, path: str) -> str:
     return resolve_in_root(rootfs, path)
 
 
-def _mount_step(rootfs: str, step: MountStep) -> str:
+def _mount_step(rootfs: str, step: MountStep, cgroup_path: str) -> str:
     """Mount one step; for a bind that needs flags, the path to remount afterwards."""
     dest = _inside(rootfs, step.destination)
     if step.is_bind:
@@ -310,14 +312,48 @@ def _mount_step(rootfs: str, step: MountStep) -> str:
         return dest if step.flags & ~(MS_BIND | MS_REC | MS_REMOUNT) else ""
     else:
         os.makedirs(dest, exist_ok=True)
-        if step.type == "cgroup":
-            # The host's hierarchy is not the container's business: an empty, read-only view.
-            _mount("tmpfs", dest, "tmpfs", step.flags | MS_RDONLY, "mode=755")
+        if step.type in ("cgroup", "cgroup2"):
+            _mount_cgroups(dest, step, cgroup_path)
         else:
             _mount(step.source or step.type, dest, step.type, step.flags & ~MS_REMOUNT, step.data)
     if step.propagation:
         _mount(None, dest, None, step.propagation)
     return ""
+
+
+def _mount_cgroups(dest: str, step: MountStep, cgroup_path: str) -> None:
+    """The container's own cgroup at ``dest``, never the host's tree: on cgroup v1 a tmpfs with
+    one bind per hierarchy (an empty read-only tmpfs where the container has no cgroup of
+    its own there), as runc lays it out; on cgroup v2 the container's directory."""
+    root = CGROUP_ROOT
+    rel = cgroup_path.lstrip("/")
+    flags = step.flags & ~MS_BIND
+    if os.path.exists(os.path.join(root, "cgroup.controllers")):
+        own = os.path.join(root, rel)
+        if rel and os.path.isdir(own):
+            _mount(own, dest, None, MS_BIND)
+            _mount(own, dest, None, MS_BIND | MS_REMOUNT | flags)
+        else:
+            _mount("tmpfs", dest, "tmpfs", flags | MS_RDONLY, "mode=755")
+        return
+    _mount("tmpfs", dest, "tmpfs", flags & ~MS_RDONLY, "mode=755")
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        target = os.path.join(dest, entry.name)
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry.path), target)
+            continue
+        hierarchy = entry.path
+        if not os.path.ismount(hierarchy) or os.path.exists(
+            os.path.join(hierarchy, "cgroup.controllers")
+        ):
+            continue  # not a v1 hierarchy (the hybrid layout's cgroup2 stays out, as in runc)
+        os.makedirs(target, exist_ok=True)
+        own = os.path.join(hierarchy, rel)
+        if rel and os.path.isdir(own):
+            _mount(own, target, None, MS_BIND)
+            _mount(own, target, None, MS_BIND | MS_REMOUNT | flags)
+        else:
+            _mount("tmpfs", target, "tmpfs", flags | MS_RDONLY, "mode=755")
 
 
 def _make_device(rootfs: str, device: Device) -> None:

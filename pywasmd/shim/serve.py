@@ -69,6 +69,7 @@ def serve(listener: socket.socket, args: ShimArgs, socket_path: str) -> None:
         f"-address {args.address}"
     )
     _setup_logging(args.debug)
+    _below_containerd(args.address)
     try:
         asyncio.run(_serve(listener, args))
     except Exception:
@@ -76,6 +77,24 @@ def serve(listener: socket.socket, args: ShimArgs, socket_path: str) -> None:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(socket_path)
+
+
+def _below_containerd(address: str) -> None:
+    """Take containerd's OOM score + 1, as containerd's runc shim does: under memory pressure
+    the shim and the containers it starts (workers inherit the score unless their config
+    sets one) go before containerd.  containerd's pid comes from its own socket's peer."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            probe.connect(address.removeprefix("unix://"))
+            creds = probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        pid = int.from_bytes(creds[:4], "little")
+        with open(f"/proc/{pid}/oom_score_adj", encoding="ascii") as f:
+            score = int(f.read())
+        with open("/proc/self/oom_score_adj", "w", encoding="ascii") as f:
+            f.write(str(min(score + 1, 1000)))
+    except (OSError, ValueError) as exc:
+        log.warning("cannot take containerd's OOM score + 1: %s", exc)
 
 
 #: A server with no container and no containerd connection for this long is abandoned.

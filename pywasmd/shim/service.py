@@ -259,6 +259,7 @@ class TaskService:
     ) -> Task:
         io = _guest_io(req)
         worker: Worker | None = None
+        cgroup: Cgroup | None = None
         try:
             spec = await self._restore_entrypoint(req.id, spec, rootfs)
             module = await self._find_module(req.id, spec, rootfs)
@@ -267,11 +268,18 @@ class TaskService:
             plan = self._choose_engine(plan, spec, options)
             hostsetup.prepare(plan.setups)
             _check_cwd(plan)
-            worker = await self._ready_worker(io, plan, req.bundle)
+            # Before the worker: its sandbox binds the container's own cgroup directories.
             cgroup = _make_cgroup(req.bundle, spec)
+            if cgroup is not None and plan.sandbox is not None:
+                plan = dataclasses.replace(
+                    plan, sandbox=dataclasses.replace(plan.sandbox, cgroup_path=cgroup.path)
+                )
+            worker = await self._ready_worker(io, plan, req.bundle)
         except BaseException:
             if worker is not None:
                 self._discard(worker)
+            if cgroup is not None:
+                cgroup.destroy()
             io.close()
             hostsetup.release(req.bundle)
             raise

@@ -19,6 +19,7 @@ import fcntl
 import json
 import logging
 import os
+import resource
 import signal
 import sys
 import termios
@@ -141,6 +142,7 @@ def main(log_fd: int | None = None) -> None:
             sandbox.enter(plan.sandbox)
             if plan.sandbox.has("mount"):
                 _check_cwd(plan.cwd)
+            _check_fd_room(len(plan.preopens))
         if os.isatty(0):
             # A terminal container: the pty is the guest's controlling terminal, as under runc.
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
@@ -168,6 +170,7 @@ def main(log_fd: int | None = None) -> None:
                 flush=True,
             )
             os._exit(126)
+        _tell(b"started\n")
 
     if payload is not None:
         ready()
@@ -201,6 +204,20 @@ def _become_pid_one(pid_namespace: str) -> None:
     # The copy's own session (kill --all signals it), and death with the shim, its parent now.
     os.setsid()
     _reset_signals()
+
+
+def _check_fd_room(grants: int) -> None:
+    """Each grant holds an open directory: say so before the engine fails without a name."""
+
+    from pywasmd.errors import InvalidArgument
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and grants + 32 > soft:
+        raise InvalidArgument(
+            f"mounts: {grants} grants each hold an open directory, more than "
+            f"process.rlimits RLIMIT_NOFILE ({soft}) leaves room for; raise the limit "
+            "(--ulimit nofile=...) or use fewer mounts"
+        )
 
 
 def _check_cwd(cwd: str) -> None:
