@@ -77,18 +77,25 @@ def config(**linux: Any) -> dict[str, Any]:
 def test_ctr_default_config() -> None:
     sb = parse_sandbox(config(), "/b/rootfs")
     assert [ns.type for ns in sb.namespaces] == ["pid", "ipc", "uts", "mount", "network"]
-    assert sb.pivots and sb.pid_namespace == ""
-    assert sb.rootfs == "/b/rootfs" and sb.readonly_root and sb.hostname == "box"
+    assert sb.pivots
+    assert sb.pid_namespace == ""
+    assert sb.rootfs == "/b/rootfs"
+    assert sb.readonly_root
+    assert sb.hostname == "box"
     assert sb.root_propagation == MS_SLAVE | MS_REC
     proc, dev, data = sb.mounts
     assert (proc.type, proc.flags, proc.data) == ("proc", 0, "")
-    assert dev.flags == MS_NOSUID | 0x1000000 and dev.data == "mode=755,size=65536k"
-    assert data.is_bind and data.flags == MS_BIND | MS_REC | MS_RDONLY
+    assert dev.flags == MS_NOSUID | 0x1000000
+    assert dev.data == "mode=755,size=65536k"
+    assert data.is_bind
+    assert data.flags == MS_BIND | MS_REC | MS_RDONLY
     assert sb.devices == DEFAULT_DEVICES
-    assert sb.masked_paths == ("/proc/kcore",) and sb.readonly_paths == ("/proc/sys",)
+    assert sb.masked_paths == ("/proc/kcore",)
+    assert sb.readonly_paths == ("/proc/sys",)
     assert sb.capabilities is not None
     assert sum(1 << c for c in sb.capabilities.bounding) == 0xA80425FB
-    assert sb.no_new_privileges and sb.rlimits == (("RLIMIT_NOFILE", 1024, 1024),)
+    assert sb.no_new_privileges
+    assert sb.rlimits == (("RLIMIT_NOFILE", 1024, 1024),)
 
 
 def test_joined_namespaces_and_no_pid_namespace() -> None:
@@ -100,12 +107,14 @@ def test_joined_namespaces_and_no_pid_namespace() -> None:
     )
     sb = parse_sandbox(raw, "/r")
     assert sb.has("network") == Namespace("network", "/proc/7/ns/net")
-    assert sb.pid_namespace is None and sb.has("uts") is None
+    assert sb.pid_namespace is None
+    assert sb.has("uts") is None
 
 
 def test_no_mount_namespace_means_no_pivot() -> None:
     sb = parse_sandbox(config(namespaces=[{"type": "pid"}]), "/r")
-    assert not sb.pivots and sb.pid_namespace == ""
+    assert not sb.pivots
+    assert sb.pid_namespace == ""
 
 
 @pytest.mark.parametrize(
@@ -178,9 +187,12 @@ def test_exec_joins_every_namespace_of_the_init() -> None:
         ("mount", "/proc/4242/ns/mnt"),
         ("network", "/proc/4242/ns/net"),
     ]
-    assert not sb.pivots and sb.pid_namespace == "/proc/4242/ns/pid"
-    assert sb.capabilities is not None and sb.capabilities.bounding == {CAPABILITIES["CAP_KILL"]}
-    assert sb.seccomp == init.seccomp and sb.no_new_privileges
+    assert not sb.pivots
+    assert sb.pid_namespace == "/proc/4242/ns/pid"
+    assert sb.capabilities is not None
+    assert sb.capabilities.bounding == {CAPABILITIES["CAP_KILL"]}
+    assert sb.seccomp == init.seccomp
+    assert sb.no_new_privileges
 
 
 def _caps(**sets: set[int]) -> Capabilities:
@@ -193,6 +205,7 @@ def test_capabilities_after_exec_as_root_and_as_a_user() -> None:
     root = after_exec(caps, 0)
     assert root.permitted == root.effective == {0, 5, 7}
     user = after_exec(caps, 1000)
-    assert user.permitted == user.effective == frozenset() and user.inheritable == {7}
+    assert user.permitted == user.effective == frozenset()
+    assert user.inheritable == {7}
     ambient = after_exec(_caps(bounding={5}, permitted={5}, inheritable={5}, ambient={5}), 1000)
     assert ambient.effective == ambient.permitted == ambient.ambient == {5}
