@@ -219,10 +219,26 @@ def test_echo_server_answers_inside_its_namespace_and_ends_at_sigterm(run_guest,
     # Keep-alive: a second request on a new connection is served by the same accept loop.
     assert in_netns(netns, lambda: _request(port, "GET", "/again"))[2] == b"GET /again\n"
 
+    # Two keep-alive connections open at once, requests interleaved: both make progress.
+    def interleaved() -> list[bytes]:
+        first = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        second = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        bodies = []
+        try:
+            for conn, path in ((first, "/a1"), (second, "/b1"), (first, "/a2"), (second, "/b2")):
+                conn.request("GET", path)
+                bodies.append(conn.getresponse().read())
+        finally:
+            first.close()
+            second.close()
+        return bodies
+
+    assert in_netns(netns, interleaved) == [b"GET /a1\n", b"GET /b1\n", b"GET /a2\n", b"GET /b2\n"]
+
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
-    # Blocked in accept(): the default SIGTERM action ends the process at once.
+    # Blocked waiting for a connection: the default SIGTERM action ends the process at once.
     began = time.monotonic()
     guest.proc.send_signal(signal.SIGTERM)
     assert guest.wait(timeout=5) == 128 + signal.SIGTERM
