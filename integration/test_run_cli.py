@@ -85,6 +85,16 @@ def test_exit_codes_are_the_guests(containerd: Containerd) -> None:
     assert trap.returncode == 134, explain(trap)
 
 
+def test_large_output_arrives_complete(containerd: Containerd) -> None:
+    pattern = b"0123456789abcdefghijklmnopqrstuvwxyz\n"
+    n, m = 3_000_000, 200_000
+    argv = [PYWASM_CLI, "run", "--address", containerd.address, str(guests.build("bigout"))]
+    r = subprocess.run([*argv, str(n), str(m)], capture_output=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout == (pattern * (n // len(pattern) + 1))[:n]
+    assert r.stderr == (pattern * (m // len(pattern) + 1))[:m]
+
+
 def test_env_annotation_and_stdin(containerd: Containerd, tmp_path: Path) -> None:
     env_file = tmp_path / "env"
     env_file.write_text("# comment\nFROM_FILE=yes\n")

@@ -27,6 +27,7 @@ import signal
 import stat
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -451,8 +452,10 @@ def _module_title(manifest: Mapping[str, Any]) -> str:
 class Stdio:
     """FIFOs for the task's stdio, made and opened before Create, as ctr's are.
 
-    The read ends are opened read-write, so no read ever sees end-of-file before the guest
-    started writing; once the task has exited, what is left in the pipes is drained.
+    Output ends are opened read-only and non-blocking: Linux reports such a FIFO readable
+    only once a writer has come, so the pump waits for the shim, and it ends at end-of-file,
+    when the worker and the shim have closed their ends (a terminal's copy included). After
+    the task has exited, a writer that stays (a leaked descriptor) gets a short grace.
     """
 
     def __init__(self, container_id: str, stdin: bool, terminal: bool) -> None:
@@ -462,7 +465,9 @@ class Stdio:
         self.stdout = self._fifo("stdout")
         self.stderr = "" if terminal else self._fifo("stderr")
         self._fds: list[int] = []
-        self._stop = threading.Event()
+        # Written once the task has exited: the pumps drain what is left, then end.
+        self._wake = os.pipe2(os.O_CLOEXEC)
+        self._grace = 2.0
         self._threads: list[threading.Thread] = []
         self._stdin_fd: int | None = None
 
@@ -476,7 +481,7 @@ class Stdio:
         if self.stderr:
             outputs.append((self.stderr, sys.stderr.buffer))
         for path, sink in outputs:
-            fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             self._fds.append(fd)
             t = threading.Thread(target=self._pump_out, args=(fd, sink), daemon=True)
             self._threads.append(t)
@@ -491,11 +496,15 @@ class Stdio:
             t.start()
 
     def _pump_out(self, fd: int, sink: Any) -> None:
+        deadline: float | None = None
         while True:
-            ready, _, _ = select.select([fd], [], [], 0.1)
+            watch = [fd] if deadline is not None else [fd, self._wake[0]]
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select(watch, [], [], timeout)
             if not ready:
-                if self._stop.is_set():
-                    return
+                return  # the grace after the exit ran out with a writer still attached
+            if self._wake[0] in ready:
+                deadline = time.monotonic() + self._grace
                 continue
             try:
                 chunk = os.read(fd, 65536)
@@ -504,7 +513,7 @@ class Stdio:
             except OSError:
                 return
             if not chunk:
-                return
+                return  # every writer (worker, shim) closed: the output is complete
             with contextlib.suppress(OSError, ValueError):
                 sink.write(chunk)
                 sink.flush()
@@ -529,9 +538,13 @@ class Stdio:
             except OSError:
                 return
 
-    def finish(self) -> None:
-        """After the task exited: drain the pipes, then close and remove everything."""
-        self._stop.set()
+    def finish(self, grace: float = 2.0) -> None:
+        """After the task exited: drain the pipes, then close and remove everything (once)."""
+        if self._wake[0] < 0:
+            return
+        self._grace = grace
+        with contextlib.suppress(OSError):
+            os.write(self._wake[1], b"x")
         for t in self._threads:
             if t.is_alive():
                 t.join(10)
@@ -539,9 +552,15 @@ class Stdio:
         for fd in self._fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
+        self._fds = []
         if self._stdin_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._stdin_fd)
+            self._stdin_fd = None
+        for fd in self._wake:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._wake = (-1, -1)
         for name in ("stdin", "stdout", "stderr"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.dir, name))
@@ -663,7 +682,7 @@ def _run_task(
 ) -> int:
     stdio: Stdio | None = None
     task = False
-    finished = detached = False
+    finished = detached = started = False
     try:
         if not args.detach:
             stdio = Stdio(container_id, args.interactive or args.tty, args.tty)
@@ -676,7 +695,7 @@ def _run_task(
             stdio.stderr if stdio else "",
             opts.terminal,
         )
-        task = True
+        task = started = True
         if args.detach:
             client.task_start(container_id)
             print(container_id)
@@ -688,7 +707,7 @@ def _run_task(
         return status
     finally:
         if stdio is not None:
-            stdio.finish()
+            stdio.finish(2.0 if started else 0.0)
         if task:
             with contextlib.suppress(Exception):
                 client.task_delete(container_id)
