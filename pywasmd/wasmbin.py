@@ -3,12 +3,14 @@
 The 8-byte header (magic ``\\0asm``, then a version and layer that say core module or
 component), the section framing, and LEB128 numbers.  Pure functions on bytes, importing
 nothing but :mod:`pywasmd.errors`: engines, the OCI code, the image tools and the shim's
-``delete`` (whose protobuf varints are the same unsigned LEB128) all use it.
+``delete`` (whose protobuf varints are the same unsigned LEB128, from :mod:`pywasmd.leb128`)
+use it.
 """
 
 from __future__ import annotations
 
 from pywasmd.errors import InvalidArgument
+from pywasmd.leb128 import encode as uleb128
 
 # Not from typing or collections.abc at run time: the shim's ``delete`` imports this module.
 TYPE_CHECKING = False
@@ -54,20 +56,7 @@ def binary_kind(header: bytes, what: str) -> str:
     )
 
 
-# --- LEB128 ---------------------------------------------------------------------------
-
-
-def uleb128(value: int) -> bytes:
-    """Unsigned LEB128: also protobuf's varint."""
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+# --- LEB128 (encoding in pywasmd.leb128, which ``delete`` imports without the rest) -----
 
 
 class Truncated(Exception):

@@ -150,7 +150,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # leaves: the standard library and the error classes only
     "pywasmd.errors": (),
     "pywasmd.paths": (),
-    "pywasmd.wasmbin": ("pywasmd.errors",),
+    "pywasmd.leb128": (),
+    "pywasmd.wasmbin": ("pywasmd.errors", "pywasmd.leb128"),
     "pywasmd.shim.cli": (),
     "pywasmd.shim.unixsock": (),
     "pywasmd.shim.reaper": (),

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pywasmd.errors import InvalidArgument
+from pywasmd.leb128 import encode as uleb128
 from pywasmd.wasmbin import (
     COMPONENT,
     COMPONENT_HEADER,
@@ -16,7 +17,6 @@ from pywasmd.wasmbin import (
     Unknown,
     binary_kind,
     sections,
-    uleb128,
 )
 
 

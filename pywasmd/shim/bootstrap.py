@@ -12,7 +12,6 @@ import sys
 import time
 
 from pywasmd import paths
-from pywasmd.shim import unixsock
 from pywasmd.shim.cli import ShimArgs
 
 # Not from typing: importing typing costs ``start`` and ``delete`` 20 ms.
@@ -66,7 +65,9 @@ def _spawn_server(listener: _socket.socket, args: ShimArgs, bundle: str, path: s
     sys.stdout.flush()
     if os.fork() == 0:
         os.setsid()
-        unixsock.detach_stdio(listener.fileno())
+        from pywasmd.shim.unixsock import detach_stdio
+
+        detach_stdio(listener.fileno())
         try:
             if sys.flags.no_site:  # the fast wrapper runs `start` with -S; the server needs site
                 import site
@@ -87,7 +88,9 @@ def start(args: ShimArgs) -> int:
     address = socket_address(args.address, args.namespace, grouping_key(bundle, args.id))
     path = address.removeprefix("unix://")
     try:
-        listener = unixsock.listen(path, 0o711, 128)
+        from pywasmd.shim.unixsock import listen  # not on the ``delete`` path
+
+        listener = listen(path, 0o711, 128)
     except OSError as exc:
         sys.stdout.write(f"pywasm shim: cannot listen on {path}: {exc}")
         return 1
@@ -110,7 +113,8 @@ def encode_delete_response(pid: int, exit_status: int, exited_at_ns: int) -> byt
     fields would cost more than the whole subcommand.  A unit test pins this
     against the generated class.
     """
-    from pywasmd.wasmbin import uleb128 as _varint  # protobuf's varint; ``start`` needs none
+    # protobuf's varint; imported here, as ``start`` needs none
+    from pywasmd.leb128 import encode as _varint
 
     seconds, nanos = divmod(exited_at_ns, 1_000_000_000)
     stamp = b"\x08" + _varint(seconds) + (b"\x10" + _varint(nanos) if nanos else b"")
