@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -466,17 +467,7 @@ class TaskService:
             assert self._runc is not None
             await self._runc.kill_all(task.id, task.bundle, req.signal)
             return empty_pb2.Empty()
-        try:
-            if req.all:
-                os.killpg(task.pid, req.signal)
-            else:
-                os.kill(task.pid, req.signal)
-        except ProcessLookupError:
-            raise NotFound(f"container {req.id!r}: process already finished") from None
-        except (ValueError, OSError) as exc:
-            raise InvalidArgument(
-                f"container {req.id!r}: cannot send signal {req.signal}: {exc}"
-            ) from exc
+        _signal(task.pid, req.signal, f"container {req.id!r}", group=req.all)
         return empty_pb2.Empty()
 
     async def delete(self, req: pb.DeleteRequest) -> pb.DeleteResponse:
@@ -789,13 +780,16 @@ def _state(proc: Task | ExecProcess, id: str, bundle: str, exec_id: str) -> pb.S
     return resp
 
 
-def _signal(pid: int, sig: int, what: str) -> None:
+def _signal(pid: int, sig: int, what: str, group: bool = False) -> None:
     try:
-        os.kill(pid, sig)
+        (os.killpg if group else os.kill)(pid, sig)
     except ProcessLookupError:
         raise NotFound(f"{what}: process already finished") from None
     except (ValueError, OSError) as exc:
-        raise InvalidArgument(f"{what}: cannot send signal {sig}: {exc}") from exc
+        # EINVAL (and ValueError) is the request's signal number; anything else the host's.
+        if isinstance(exc, ValueError) or exc.errno == errno.EINVAL:
+            raise InvalidArgument(f"{what}: {sig} is not a signal number: {exc}") from exc
+        raise Internal(f"{what}: cannot send signal {sig} to pid {pid}: {exc}") from exc
 
 
 def _kill_quietly(pid: int, sig: int) -> None:

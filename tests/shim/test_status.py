@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import wasmtime
 
 from pywasmd import errors
 from pywasmd.api.containerd.task.v2 import shim_pb2 as pb
@@ -130,6 +131,10 @@ def test_codes_on_the_wire(tmp_path: Path) -> None:
     wasm_bundle = _bundle(tmp_path / "w", ["/prog"], b"\0asm\x01\0\0\0")
     linux_bundle = _bundle(tmp_path / "l", ["/prog"], Path("/bin/true").read_bytes())
     no_args = _bundle(tmp_path / "n", [], b"")
+    loop = wasmtime.wat2wasm(
+        '(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))'
+    )
+    loop_bundle = _bundle(tmp_path / "g", ["/prog"], loop)
 
     async def body(call: Call) -> None:
         code, message = await _code_of(
@@ -163,6 +168,18 @@ def test_codes_on_the_wire(tmp_path: Path) -> None:
         )
         assert code == Code.INTERNAL, message
         assert "no-such-runc" in message
+
+        # A signal number that is none: the request's fault, on a live container.
+        good = pb.CreateTaskRequest(id="c4", bundle=str(loop_bundle)).SerializeToString()
+        await call("Create", good)
+        try:
+            code, message = await _code_of(
+                call, "Kill", pb.KillRequest(id="c4", signal=999).SerializeToString()
+            )
+            assert (code, "999 is not a signal number" in message) == (Code.INVALID_ARGUMENT, True)
+        finally:
+            await call("Kill", pb.KillRequest(id="c4", signal=9).SerializeToString())
+            await call("Delete", pb.DeleteRequest(id="c4").SerializeToString())
 
         # A Wasm module the engine refuses (no _start): the input again.
         code, message = await _code_of(
