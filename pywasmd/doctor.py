@@ -27,11 +27,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pywasmd import paths
+
 SHIM_BINARY = "containerd-shim-pywasm-v1"
 DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
 DEFAULT_CONTAINERD_CONFIG = "/etc/containerd/config.toml"
 DEFAULT_DOCKER_CONFIG = "/etc/docker/daemon.json"
-FALLBACK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+FALLBACK_PATH = paths.DEFAULT_PATH
 #: Below this much free space a large module's compiled code (tens of MB) may not fit.
 MIN_FREE_BYTES = 256 << 20
 

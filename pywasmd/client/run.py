@@ -45,13 +45,13 @@ from pywasmd.client.spec import (
     parse_volume,
 )
 from pywasmd.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from pywasmd.wasmbin import is_wasm
 
 RUNTIME = "io.containerd.pywasm.v1"
 SNAPSHOTTER = "overlayfs"
 IMAGE_LABEL = "io.pywasm.image"
 FIFO_ROOT = "/run/pywasm/run"
 LOCAL_DOMAIN = "pywasm.local"
-_WASM_MAGIC = b"\0asm"
 _WASM_CONFIG = "application/vnd.wasm.config.v0+json"
 _INDEX_TYPES = frozenset(
     {
@@ -258,7 +258,7 @@ def _wrap_module(path: Path) -> tuple[str, Any]:
         raise InvalidArgument(f"{path}: is a directory, not a WebAssembly module") from None
     except OSError as e:
         raise InvalidArgument(f"{path}: {e.strerror or e}") from None
-    if data[:4] != _WASM_MAGIC:
+    if not is_wasm(data):
         raise InvalidArgument(
             f"{path}: not a WebAssembly binary (it starts {data[:8].hex(' ') or 'empty'}; a "
             "Wasm binary starts 00 61 73 6d)"

@@ -10,9 +10,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pywasmd import paths
 from pywasmd.errors import InvalidArgument
 
-DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_PATH = "PATH=" + paths.DEFAULT_PATH
 #: containerd's default capability set for a container (oci/spec.go, defaultUnixCaps).
 DEFAULT_CAPS = (
     "CAP_CHOWN",
