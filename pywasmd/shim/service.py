@@ -298,9 +298,12 @@ class TaskService:
             if bundle:
                 _write_pid(bundle, spawned)
             await worker.prepare(plan)
-            if bundle and worker.pid != spawned:
-                # The container's pid 1 took over from the process that loaded the module.
-                _write_pid(bundle, worker.pid)
+            if worker.pid != spawned:
+                # The container's pid 1 took over from the process that loaded the module:
+                # claim that one's exit, or a later process given its pid would inherit it.
+                self._reaper.watch(spawned, lambda _status: None)
+                if bundle:
+                    _write_pid(bundle, worker.pid)
         except BaseException:
             self._discard(worker)
             raise
