@@ -29,6 +29,18 @@ def registry() -> Iterator[LocalRegistry]:
         yield r
 
 
+FIFO_ROOT = Path("/run/pywasm/run")
+
+
+@pytest.fixture(autouse=True)
+def no_fifo_left() -> Iterator[None]:
+    """Every run removes the FIFO directory it made, failed runs included."""
+    before = set(os.listdir(FIFO_ROOT)) if FIFO_ROOT.exists() else set()
+    yield
+    after = set(os.listdir(FIFO_ROOT)) if FIFO_ROOT.exists() else set()
+    assert after <= before, f"FIFO directories left in {FIFO_ROOT}: {sorted(after - before)}"
+
+
 def pywasm_run(
     ctrd: Containerd, *args: str | Path, input: str | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:

@@ -613,17 +613,19 @@ def run(args: argparse.Namespace) -> int:
                 raise client.exists(container_id)
             name = _ensure_image(client, args)
             resolved = resolve(client, name, args.platform)
-            snapshotter, snapshot_key, argv = "", "", None
+            argv, top = None, ""
             if resolved.is_artifact:
+                # No layer to unpack: an empty snapshot is the rootfs, so whatever the
+                # sandbox puts there (mount points) goes with the snapshot.
                 argv = [_module_title(resolved.manifest), *opts.args]
             else:
                 top = unpack(client, resolved)
-                snapshotter, snapshot_key = SNAPSHOTTER, container_id
-                if client.snapshot_exists(SNAPSHOTTER, container_id):
-                    raise AlreadyExists(
-                        f"a snapshot named {container_id!r} exists in namespace "
-                        f"{args.namespace!r}; pick another --name"
-                    )
+            snapshotter, snapshot_key = SNAPSHOTTER, container_id
+            if client.snapshot_exists(SNAPSHOTTER, container_id):
+                raise AlreadyExists(
+                    f"a snapshot named {container_id!r} exists in namespace "
+                    f"{args.namespace!r}; pick another --name"
+                )
             spec = build_spec(
                 container_id,
                 args.namespace,
@@ -641,9 +643,7 @@ def run(args: argparse.Namespace) -> int:
                 {IMAGE_LABEL: name} if resolved.is_artifact else {},
             )
             created = True
-            mounts: list[Any] = []
-            if snapshot_key:
-                mounts = client.snapshot_prepare(SNAPSHOTTER, snapshot_key, top)
+            mounts = client.snapshot_prepare(SNAPSHOTTER, snapshot_key, top)
         except BaseException:
             if created:
                 client.container_delete(container_id)
@@ -652,7 +652,7 @@ def run(args: argparse.Namespace) -> int:
             raise
         # From here on the container (and its snapshot) keep what it needs from GC.
         client.lease_delete()
-        return _run_task(client, args, opts, container_id, mounts, bool(snapshot_key))
+        return _run_task(client, args, opts, container_id, mounts, True)
 
 
 def _ensure_image(client: Client, args: argparse.Namespace) -> str:
