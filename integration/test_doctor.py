@@ -76,6 +76,19 @@ def test_good_node_passes_and_runs_a_container(containerd: Containerd, cache_dir
     assert "hello" in out.stdout.lower()
 
 
+@pytest.mark.parametrize("version", ["1.6", "2.1"])
+def test_cri_node_with_the_shipped_snippet(version: str, cache_dir: Path) -> None:
+    """With CRI on, the handler is needed: the doctor reads the config file containerd runs
+    with (from its command line) and finds the snippet `pywasm config containerd` shipped."""
+    with Containerd(version, cri=True) as ctrd:
+        code, by_check = findings(ctrd, "--cache-dir", str(cache_dir))
+        assert code == 0, by_check
+        entry = by_check["runtime-config"][0]
+        assert entry["status"] == "ok"
+        assert entry["details"]["config"] == str(ctrd.config)
+        assert entry["details"]["config_version"] == ctrd.flavor.config_version
+
+
 def test_shim_missing_from_path(containerd: Containerd, cache_dir: Path) -> None:
     r = doctor(containerd, "--cache-dir", str(cache_dir), "--path", "/usr/sbin:/usr/bin:/bin")
     assert r.returncode == 1, r.stdout
