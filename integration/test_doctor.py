@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from integration.containerd import VENV_BIN, Containerd, new_id, run
-from integration.images import ref
+from integration.images import import_archive, ref
 from pywasmd import nodesetup
 
 
@@ -97,6 +97,26 @@ def test_shim_missing_from_path(containerd: Containerd, cache_dir: Path) -> None
     assert "fix: ln -s " in r.stdout
     assert "/usr/local/bin/containerd-shim-pywasm-v1" in r.stdout
     assert "this node cannot run Wasm containers: 1 problem(s)" in r.stdout
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.1"])
+def test_containerd_started_without_the_shim_on_its_path(
+    version: str, cache_dir: Path, archives: dict[str, Path]
+) -> None:
+    """No --path: the doctor reads the PATH of the running containerd from /proc, and what it
+    predicts is what containerd then answers."""
+    ctrd = Containerd(version)
+    ctrd.env["PATH"] = ":".join([*ctrd.flavor.extra_path, "/usr/sbin:/usr/bin:/sbin:/bin"])
+    with ctrd:
+        r = doctor(ctrd, "--cache-dir", str(cache_dir))
+        assert r.returncode == 1, r.stdout
+        assert f"is not on containerd's PATH={ctrd.env['PATH']}" in r.stdout
+        import_archive(ctrd, ref("hello"), archives[ref("hello")])
+        cid = new_id("doctor-noshim")
+        out = run(ctrd, ref("hello"), cid)
+        ctrd.ctr("containers", "rm", cid, timeout=20)
+        assert out.returncode != 0
+        assert 'binary not installed "containerd-shim-pywasm-v1"' in out.stderr
 
 
 def _config_without_runtime(ctrd: Containerd, tmp_path: Path) -> Path:
