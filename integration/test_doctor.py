@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
+from integration import guests
 from integration.containerd import VENV_BIN, Containerd, new_id, run
 from integration.images import import_archive, ref
+from integration.registry import LocalRegistry
 from pywasmd import nodesetup
 
 
@@ -184,6 +186,31 @@ def test_readonly_cache(containerd: Containerd, readonly_cache: Path) -> None:
     assert status(by_check, "cache") == "fail"
     failed = [c for c, fs in by_check.items() if any(f["status"] == "fail" for f in fs)]
     assert failed == ["cache"]
+
+
+def test_containerd_with_a_readonly_cache(readonly_cache: Path, tmp_path: Path) -> None:
+    """The cache containerd's shims use (PYWASM_CACHE_DIR in its environment) is read-only:
+    the doctor finds it without being told, and an artifact then cannot run."""
+    ctrd = Containerd("2.1")
+    ctrd.env["PYWASM_CACHE_DIR"] = str(readonly_cache)
+    with ctrd, LocalRegistry() as registry:
+        r = doctor(ctrd)
+        assert r.returncode == 1, r.stdout
+        assert f"the compile cache {readonly_cache} is not writable" in r.stdout
+        artifact = f"{registry.host}/doctor-ro:1"
+        build = subprocess.run(
+            [str(VENV_BIN / "pywasm"), "build", str(guests.build("hello")), "-t", artifact]
+            + ["--format", "artifact", "--push", "--insecure"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert build.returncode == 0, build.stderr
+        argv = [str(VENV_BIN / "pywasm"), "run", "--address", ctrd.address, "--insecure", artifact]
+        ran = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        assert ran.returncode != 0, ran.stdout
+        assert f"Read-only file system: '{readonly_cache}/modules'" in ran.stderr, ran.stderr
 
 
 def test_no_containerd_on_the_socket(tmp_path: Path) -> None:
