@@ -32,8 +32,7 @@ HOMES: dict[str | bytes, str] = {
     "application/vnd.oci.image.manifest.v1+json": "image/mediatypes.py",
 }
 #: Copies that wait for the Task service rewrite (issue 12) to take them from pywasmd.paths.
-PENDING = {("shim/service.py", "init.pid"), ("shim/service.py", "pywasm-cgroup")}
-PENDING |= {("shim/hostsetup.py", "pywasm-mounts")}
+PENDING: set[tuple[str, str | bytes]] = set()
 # `pywasm --help` must not import pywasmd.image (tests/image/test_pywasm_cli.py), and
 # client/run.py reads these at import: they move when its image handling is imported lazily.
 PENDING |= {

@@ -6,10 +6,8 @@ import os
 import shutil
 
 from pywasmd.oci.grants import HostSetup
+from pywasmd.paths import SCRATCH
 from pywasmd.shim import mounts
-
-#: The container's private directory (in its bundle) for tmpfs and single-file grants.
-SCRATCH = "pywasm-mounts"
 
 
 def scratch_dir(bundle: str) -> str:

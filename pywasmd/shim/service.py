@@ -1,7 +1,7 @@
 """The Task API, written once and free of any transport.
 
 Methods take and return containerd's ``containerd.task.v2`` messages; the ttrpc
-(and later gRPC) bindings only decode, call and encode.  Errors are raised as
+binding only decodes, calls and encodes.  Errors are raised as
 :mod:`pywasmd.errors` classes and turned into status codes at the edge.
 """
 
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from google.protobuf import empty_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from pywasmd import paths
 from pywasmd.api.containerd.events import task_pb2 as ev
 from pywasmd.api.containerd.task.v2 import shim_pb2 as pb
 from pywasmd.api.containerd.types import mount_pb2
@@ -416,7 +417,7 @@ class TaskService:
     def _on_exit(self, task: Task, status: int) -> None:
         # The container ends with its init, as under runc: exec'd guests go with it.
         for ex in task.execs.values():
-            if ex.status is not Status.STOPPED and ex.pid:
+            if not ex.status.finished and ex.pid:
                 _kill_quietly(ex.pid, signal.SIGKILL)
         task.status = next_state(task.status, Op.EXIT, task.id)
         task.exit_status = status
@@ -477,11 +478,12 @@ class TaskService:
         if req.exec_id:
             return await self._delete_exec(*self._exec(req.id, req.exec_id))
         task = self._task(req.id, req.exec_id)
-        next_state(task.status, Op.DELETE, req.id)
+        # Taken before the first await: an overlapping Delete of this task gets NotFound.
+        was, task.status = task.status, next_state(task.status, Op.DELETE, req.id)
         if task.linux:
             assert self._runc is not None
             await self._runc.delete(task.id, task.bundle)
-        if task.status is Status.CREATED:
+        if was is Status.CREATED:
             _kill_quietly(task.pid, signal.SIGKILL)
             try:
                 await asyncio.wait_for(task.exited.wait(), _KILL_WAIT)
@@ -518,7 +520,7 @@ class TaskService:
 
     async def pids(self, req: pb.PidsRequest) -> pb.PidsResponse:
         task = self._task(req.id)
-        if task.status is Status.STOPPED:
+        if task.status.finished:
             return pb.PidsResponse()
         if task.linux:
             assert self._runc is not None
@@ -530,7 +532,7 @@ class TaskService:
 
     async def stats(self, req: pb.StatsRequest) -> pb.StatsResponse:
         task = self._task(req.id)
-        if task.cgroup is None or task.status is Status.STOPPED:
+        if task.cgroup is None or task.status.finished:
             raise NotFound(f"container {req.id!r}: no cgroup statistics (not running in one)")
         return pb.StatsResponse(stats=stats.metrics(task.cgroup))
 
@@ -595,7 +597,7 @@ class TaskService:
 
     async def update(self, req: pb.UpdateTaskRequest) -> empty_pb2.Empty:
         task = self._task(req.id)
-        if task.status is Status.STOPPED:
+        if task.status.finished:
             raise FailedPrecondition(f"container {req.id!r} has stopped: nothing to update")
         if task.linux:
             assert self._runc is not None
@@ -637,7 +639,7 @@ class TaskService:
         _check_exec_id(req.exec_id)
         if req.exec_id in task.execs:
             raise AlreadyExists(f"exec {req.exec_id!r} already exists in container {req.id!r}")
-        if task.status is Status.STOPPED:
+        if task.status.finished:
             raise FailedPrecondition(f"container {req.id!r} has stopped: cannot exec in it")
         try:
             process = parse_process(json.loads(req.spec.value or b"null"))
@@ -710,13 +712,13 @@ class TaskService:
             finally:
                 ex.io.after_spawn()
             ex.worker = _RuncInit(pid)
-            ex.status = Status.RUNNING
+            ex.status = next_state(ex.status, Op.START, f"exec {ex.id!r}")
             self._reaper.watch(pid, lambda status: self._on_exec_exit(task, ex, status))
         else:
             if task.cgroup is not None:
                 with contextlib.suppress(OSError):
                     task.cgroup.add(ex.pid)
-            ex.status = Status.RUNNING
+            ex.status = next_state(ex.status, Op.START, f"exec {ex.id!r}")
             try:
                 await ex.worker.start()
             except OSError as exc:
@@ -728,7 +730,7 @@ class TaskService:
         return pb.StartResponse(pid=ex.pid)
 
     def _on_exec_exit(self, task: Task, ex: ExecProcess, status: int) -> None:
-        ex.status = Status.STOPPED
+        ex.status = next_state(ex.status, Op.EXIT, f"exec {ex.id!r}")
         ex.exit_status = status
         ex.exited_at_ns = time.time_ns()
         ex.worker.close()
@@ -741,7 +743,7 @@ class TaskService:
     ) -> pb.DeleteResponse:
         if ex.status is Status.RUNNING and not force:
             raise FailedPrecondition(f"exec {ex.id!r} is running: kill it first")
-        if ex.status is not Status.STOPPED and ex.pid:
+        if not ex.status.finished and ex.pid:
             _kill_quietly(ex.pid, signal.SIGKILL)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ex.exited.wait(), _KILL_WAIT)
@@ -770,7 +772,7 @@ def _state(proc: Task | ExecProcess, id: str, bundle: str, exec_id: str) -> pb.S
         id=id,
         bundle=bundle,
         pid=proc.pid,
-        status=int(proc.status),  # type: ignore[arg-type]
+        status=proc.status.wire,  # type: ignore[arg-type]
         stdin=proc.io.stdin,
         stdout=proc.io.stdout,
         stderr=proc.io.stderr,
@@ -824,10 +826,6 @@ def _check_cwd(plan: WasiPlan) -> None:
         )
 
 
-#: Where ``delete`` finds the cgroup to remove when the shim is gone.
-CGROUP_FILE = "pywasm-cgroup"
-
-
 def _make_cgroup(bundle: str, spec: RuntimeSpec) -> Cgroup | None:
     if not spec.cgroups_path:
         return None
@@ -842,21 +840,17 @@ def _make_cgroup(bundle: str, spec: RuntimeSpec) -> Cgroup | None:
         )
         cgroup.destroy()
         return None
-    try:
-        with open(os.path.join(bundle, CGROUP_FILE), "w", encoding="utf-8") as f:
-            f.write(cgroup.path)
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        paths.write_cgroup(bundle, cgroup.path)
     return cgroup
 
 
 def _write_pid(bundle: str, pid: int) -> None:
     """``delete`` reads it when the shim is gone and the worker must still be killed."""
     try:
-        with open(os.path.join(bundle, "init.pid"), "w", encoding="ascii") as f:
-            f.write(str(pid))
+        paths.write_init_pid(bundle, pid)
     except OSError as exc:
-        log.warning("cannot write %s/init.pid: %s", bundle, exc)
+        log.warning("cannot write %s in %s: %s", paths.INIT_PID, bundle, exc)
 
 
 __all__ = ["ShimError", "Task", "TaskService"]

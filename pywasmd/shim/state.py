@@ -16,6 +16,17 @@ class Status(enum.IntEnum):
     STOPPED = 3
     PAUSED = 4
     PAUSING = 5
+    #: Ours, never on the wire (reported as STOPPED): Delete has begun, so a second Delete
+    #: that overlaps it (ttrpc dispatches concurrently) finds nothing to delete.
+    DELETING = 6
+
+    @property
+    def wire(self) -> int:
+        return int(Status.STOPPED if self is Status.DELETING else self)
+
+    @property
+    def finished(self) -> bool:
+        return self in (Status.STOPPED, Status.DELETING)
 
 
 class Op(enum.Enum):
@@ -37,8 +48,9 @@ TRANSITIONS: dict[tuple[Status, Op], Status] = {
     (Status.CREATED, Op.KILL): Status.CREATED,
     (Status.RUNNING, Op.KILL): Status.RUNNING,
     (Status.PAUSED, Op.KILL): Status.PAUSED,
-    (Status.CREATED, Op.DELETE): Status.STOPPED,
-    (Status.STOPPED, Op.DELETE): Status.STOPPED,
+    (Status.CREATED, Op.DELETE): Status.DELETING,
+    (Status.STOPPED, Op.DELETE): Status.DELETING,
+    (Status.DELETING, Op.EXIT): Status.DELETING,
     (Status.CREATED, Op.CLOSE_IO): Status.CREATED,
     (Status.RUNNING, Op.CLOSE_IO): Status.RUNNING,
     (Status.PAUSED, Op.CLOSE_IO): Status.PAUSED,
@@ -53,8 +65,10 @@ def next_state(current: Status, op: Op, what: str) -> Status:
     try:
         return TRANSITIONS[(current, op)]
     except KeyError:
-        if op is Op.KILL and current is Status.STOPPED:
+        if op is Op.KILL and current.finished:
             raise NotFound(f"{what}: process already finished") from None
+        if current is Status.DELETING:
+            raise NotFound(f"{what}: already being deleted") from None
         raise FailedPrecondition(
             f"{what}: cannot {op.value} a {current.name.lower()} container"
         ) from None

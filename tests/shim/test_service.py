@@ -248,3 +248,24 @@ def test_update_without_a_cgroup_is_refused_clearly(tmp_path):
         await svc.delete(pb.DeleteRequest(id="c1"))
 
     run(body)
+
+
+def test_overlapping_deletes_one_succeeds_the_other_is_not_found(tmp_path):
+    bundle = make_bundle(tmp_path, LOOP_WAT)
+
+    async def body(svc: TaskService, rec: Recorder):
+        created = await svc.create(create_req(bundle, tmp_path))
+        first, second = await asyncio.gather(
+            svc.delete(pb.DeleteRequest(id="c1")),
+            svc.delete(pb.DeleteRequest(id="c1")),
+            return_exceptions=True,
+        )
+        assert isinstance(first, pb.DeleteResponse), first
+        assert first.pid == created.pid
+        assert isinstance(second, NotFound), second
+        assert svc.task_count == 0
+        assert [t for t, _ in rec.events].count("/tasks/delete") == 1
+        with pytest.raises(NotFound):
+            await svc.delete(pb.DeleteRequest(id="c1"))
+
+    run(body)
