@@ -18,6 +18,7 @@ import pytest
 
 from integration import guests
 from integration.containerd import VENV_BIN, Containerd, new_id, task_status
+from integration.images import BUSYBOX
 from integration.registry import LocalRegistry
 
 PYWASM_CLI = str(VENV_BIN / "pywasm")
@@ -199,6 +200,27 @@ def test_artifact_from_a_registry(containerd: Containerd, registry: LocalRegistr
     assert r.returncode == 0, explain(r)
     assert "a1" in r.stdout
     assert "a2" in r.stdout
+
+
+@pytest.mark.parametrize("runtime", ["io.containerd.runc.v2", "io.containerd.pywasm.v1"])
+def test_a_linux_image(containerd: Containerd, runtime: str) -> None:
+    """The spec pywasm run builds is containerd's default one: runc takes it, and so does the
+    pywasm shim's Linux path (a Linux entrypoint is handed to runc)."""
+    r = pywasm_run(
+        containerd,
+        "--runtime",
+        runtime,
+        "--pull",
+        "never",
+        "--platform",
+        "linux/amd64",
+        BUSYBOX,
+        "echo",
+        "hi from",
+        runtime,
+    )
+    assert r.returncode == 0, explain(r)
+    assert r.stdout == f"hi from {runtime}\n"
 
 
 def test_detach_then_ctr_task_ls(containerd: Containerd) -> None:
