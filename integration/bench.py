@@ -11,12 +11,18 @@ pywasm figure side by side with runc on the same containerd, interleaved:
 3. throughput: `ctr run --rm` tasks per second, 4 in parallel;
 4. density: PSS per idle container (20 sleeping containers), every process each runtime adds;
 5. guest speed: integration/guests/cpuhash.c as Wasm under pywasm vs native under runc;
+6. HTTP (issue 14, once, on Docker 28 + containerd 2.1 in a test network namespace): the Wasm
+   echo server in a pywasm container vs busybox httpd's static file in a runc container, both
+   behind `docker run -p`: wrk requests/s and p50/p99 at 10 and 50 connections, and `docker run
+   -d` to the first 200 (integration/bench_http.py);
 
 plus a start-up breakdown (containerd at debug level, timestamps from `ctr` to guest exit).
 It prints the summary table, writes BENCHMARKS.md, a PNG chart (docs/bench-start-latency.png,
 when matplotlib is installed: `pip install matplotlib`) and the raw figures
 (.cache/bench/results.json). `--smoke` is a quick check of the suite itself (containerd 1.6, a
-few runs, no large module, about a minute): it prints the table and writes nothing.
+few runs, no large module, about a minute): it prints the table and writes nothing. `--only ctr`
+(targets 1-5) or `--only http` (6) runs one part; it prints the report and writes only
+.cache/bench/results-<part>.json (BENCHMARKS.md too when --out is given).
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from integration import images
+from integration import bench_http, images
 from integration.bench_node import (
     NATIVE,
     PYTHON,
@@ -57,6 +63,8 @@ CHART = REPO / "docs" / "bench-start-latency.png"
 PYWASM = "io.containerd.pywasm.v1"
 RUNC = "io.containerd.runc.v2"
 RUNTIMES = {"pywasm": PYWASM, "runc": RUNC}
+#: what `--only` selects: the per-containerd targets 1-5, the HTTP section (6)
+PARTS = ("ctr", "http")
 GROUP_ANNOTATION = "pywasm.io/group"
 
 Json = dict[str, Any]
@@ -665,6 +673,28 @@ def summary_rows(results: Json) -> list[list[str]]:
                     _verdict(x, 0.7, False),
                 ]
             )
+    http = results.get("http")
+    if http:
+        label = f"2.1 + Docker {http.get('docker', '?')}"
+        for c in http.get("connections", []):
+            a, b = bench_http.summary(http, c)
+            x = ratio(a, b)
+            rows.append(
+                [
+                    f"6 HTTP req/s, {c} connections (`-p`)",
+                    label,
+                    f"{a:.0f}/s",
+                    f"{b:.0f}/s (busybox httpd)",
+                    fmt_ratio(x),
+                    "≥ 1.0×",
+                    _verdict(x, 1.0, False),
+                ]
+            )
+        st = http.get("start", {})
+        a, b = median(st.get("pywasm", [])), median(st.get("runc", []))
+        rows.append(
+            ["6 `docker run -d` to first 200", label, ms(a), ms(b), fmt_ratio(ratio(a, b)), "", ""]
+        )
     return rows
 
 
@@ -742,6 +772,8 @@ def report(results: Json, chart: Path | None) -> str:
     if chart is not None:
         lines += [f"![start latency distributions]({chart.relative_to(REPO)})", ""]
     lines += closing_note(results)
+    if results.get("http"):
+        lines += bench_http.report_lines(results["http"])
     for version, r in results["versions"].items():
         lines += [f"## containerd {version} ({r.get('server', '?')})", ""]
         st, sp = r.get("start", {}), r.get("spans", {})
@@ -896,7 +928,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="quick check; writes nothing")
     parser.add_argument("--runs", type=int, help="start-latency runs of each kind (default 20)")
     parser.add_argument("--versions", nargs="+", default=list(VERSIONS), choices=VERSIONS)
-    parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
+    parser.add_argument(
+        "--out", type=Path, help="the report (default: BENCHMARKS.md unless --only)"
+    )
+    parser.add_argument(
+        "--only", choices=PARTS, help="one part: ctr (targets 1-5) or http (6); default both"
+    )
     parser.add_argument(
         "--report-only", action="store_true", help=f"rewrite the report from {RESULTS}"
     )
@@ -907,11 +944,23 @@ def main(argv: list[str] | None = None) -> int:
         s = Settings.smoke() if args.smoke else Settings.full(args.versions)
         if args.runs:
             s = Settings(**{**s.__dict__, "runs": args.runs})
-        results = run_all(s)
+        http = bench_http.HttpSettings.smoke() if args.smoke else bench_http.HttpSettings.full()
+        results = run_all(s, (args.only,) if args.only else PARTS, http)
     text = report(results, None)
     print(text, flush=True)
     if args.smoke:
         return 0 if _complete(results) else 1
+    if args.only and not args.report_only:
+        part = RESULTS.with_name(f"results-{args.only}.json")
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_text(json.dumps(results, indent=1))
+        print(f"wrote {part}")
+        if args.out is not None:
+            # No chart: the start-latency chart belongs to the full run's figures.
+            args.out.write_text(report(results, None))
+            print(f"wrote {args.out}")
+        return 0 if _complete(results) else 1
+    args.out = args.out or REPO / "BENCHMARKS.md"
     if not args.report_only:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=1))
@@ -925,6 +974,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _complete(results: Json) -> bool:
     """Every target has figures for both runtimes."""
+    if "http" in results and not bench_http.complete(results["http"]):
+        return False
     for r in results["versions"].values():
         if not all(r["start"][n] for n in RUNTIMES) or not all(r["spans"][n] for n in RUNTIMES):
             return False
@@ -935,7 +986,11 @@ def _complete(results: Json) -> bool:
     return True
 
 
-def run_all(s: Settings) -> Json:
+def run_all(
+    s: Settings,
+    parts: Sequence[str] = ("ctr", "http"),
+    http: bench_http.HttpSettings | None = None,
+) -> Json:
     t0 = time.monotonic()
     results: Json = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -944,12 +999,16 @@ def run_all(s: Settings) -> Json:
         "load_before": loadavg(),
         "versions": {},
     }
-    ARCHIVES.update(archives(with_python=bool(s.python_runs)))
-    for i, version in enumerate(s.versions):
+    if "ctr" in parts:
+        ARCHIVES.update(archives(with_python=bool(s.python_runs)))
+    for i, version in enumerate(s.versions if "ctr" in parts else ()):
         print(f"containerd {version} ...", flush=True)
         results["versions"][version] = bench_version(
             version, s, flip=bool(i % 2), log=lambda m: print(m, flush=True)
         )
+    if "http" in parts:
+        print("http (Docker 28 -p, containerd 2.1) ...", flush=True)
+        results["http"] = bench_http.measure(http or bench_http.HttpSettings.full())
     results["load_after"] = loadavg()
     results["seconds"] = time.monotonic() - t0
     return results

@@ -8,8 +8,9 @@ VENV="${VENV:-.venv}"
 
 log() { printf 'install: %s\n' "$*"; }
 
-# 1. System packages (containerd 1.6, runc, busybox for the runc sanity images).
-pkgs=(containerd runc busybox-static docker-registry)
+# 1. System packages (containerd 1.6, runc, busybox for the runc sanity images; curl and wrk
+#    for the network tests and the HTTP benchmark).
+pkgs=(containerd runc busybox-static docker-registry curl wrk)
 missing=()
 for p in "${pkgs[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
