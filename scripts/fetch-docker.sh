@@ -14,7 +14,10 @@ APT="$CACHE/apt-docker28"
 
 BUILDX="usr/libexec/docker/cli-plugins/docker-buildx"
 have_docker=0
-if [[ -x "$PREFIX/usr/sbin/dockerd" && -x "$PREFIX/usr/bin/docker" ]]; then
+# docker-proxy (userland proxy, in docker.io) publishes `-p` ports when dockerd runs without
+# iptables, as the tests' does; dockerd finds it next to itself on its PATH.
+if [[ -x "$PREFIX/usr/sbin/dockerd" && -x "$PREFIX/usr/bin/docker" \
+    && -x "$PREFIX/usr/sbin/docker-proxy" ]]; then
     have_docker=1
     if [[ -x "$PREFIX/$BUILDX" ]]; then
         "$PREFIX/usr/sbin/dockerd" --version
@@ -85,7 +88,7 @@ mkdir -p "$PREFIX.tmp"
 for deb in "$APT"/debs/*.deb; do
     dpkg -x "$deb" "$PREFIX.tmp"
 done
-for bin in usr/sbin/dockerd usr/bin/docker "$BUILDX"; do
+for bin in usr/sbin/dockerd usr/sbin/docker-proxy usr/bin/docker "$BUILDX"; do
     if [[ ! -x "$PREFIX.tmp/$bin" ]]; then
         echo "fetch-docker: $bin is missing from the unpacked packages" >&2
         exit 1
