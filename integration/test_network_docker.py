@@ -12,6 +12,8 @@ into Docker from the OCI archive `pywasm build` makes.
     docker stop <name>                    # SIGTERM ends the guest (143) in well under a second
     docker rm <name>                      # no container, veth, netns file or proxy left
 
+`docker run --annotation pywasm.io/network=none` refuses the guest's socket inside WASI.
+
 Every HTTP request is made from inside the test namespace (`nsenter --net=/run/netns/<name>
 curl`); the machine's own namespace never sees the published port.
 """
@@ -192,3 +194,16 @@ def test_published_port_serves_and_stop_is_prompt(stack: Stack) -> None:
     assert wait_links(stack, links_before) == links_before, "a veth outlived the container"
     assert docker_netns_files(d) == [], "Docker's netns file outlived the container"
     assert netns.host_links() == machine, "the machine's own interfaces changed"
+
+
+def test_network_none_annotation_refuses_the_socket(stack: Stack) -> None:
+    """`docker run --annotation pywasm.io/network=none`: the guest's socket is refused inside
+    WASI even though the container has its eth0 on the bridge and a published port."""
+    d = stack.docker
+    r = d.docker(
+        "run", "--rm", "-p", f"{PORT}:{PORT}", "--annotation", "pywasm.io/network=none",
+        *WASM, ECHO, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 1, explain(r)
+    assert "echo_server: PermissionError" in r.stderr, explain(r)
+    assert "listening on" not in r.stdout, explain(r)
