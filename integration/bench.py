@@ -756,6 +756,8 @@ def report(results: Json, chart: Path | None) -> str:
         "(`io.containerd.pywasm.v1`) and runc (`io.containerd.runc.v2`) side by side on the same",
         "private containerd, interleaved, for containerd 1.6 and 2.1; see docs/performance.md for",
         "what the figures mean and how they are taken. Ratios are pywasm/runc unless stated.",
+        "Target 6 (issue 14) is a Wasm HTTP server against busybox httpd behind Docker's `-p`",
+        "(docs/networking.md).",
         "",
         f"- date: {results['date']}",
         f"- machine: {m['cpus']} CPUs ({m['cpu']}), {m['memory_gb']} GB, kernel {m['kernel']},"
