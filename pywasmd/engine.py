@@ -10,7 +10,8 @@ Nothing outside ``pywasmd/engines/`` imports an engine library.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from pywasmd.errors import InvalidArgument, Unavailable
@@ -30,6 +31,29 @@ class GuestOutOfMemory(Exception):
     """Raised by ``run`` when the guest failed after hitting ``plan.memory_limit``."""
 
 
+@dataclass(frozen=True)
+class CallResult:
+    """How one per-request instance ended (HTTP functions, pywasmd.http)."""
+
+    #: "exit" (``_start`` returned or the guest called proc_exit), "trap" or "timeout".
+    outcome: str
+    #: the exit status for "exit"; 0 otherwise.
+    status: int
+    #: everything the guest wrote to stdout.
+    stdout: bytes
+    #: the trap's reason, for the log line.
+    detail: str = ""
+
+
+class Instances(Protocol):
+    """Fresh instances of one loaded module, one per call; calls may come from many threads."""
+
+    def call(self, env: Sequence[tuple[str, str]], stdin: bytes, timeout: float) -> CallResult:
+        """Run ``_start`` in a new instance with exactly ``env``, ``stdin`` as its stdin and
+        stdout captured; stderr is the worker's (the container's log).  ``timeout`` seconds of
+        wall time stop a running guest ("timeout")."""
+
+
 class Engine(Protocol):
     name: str
 
@@ -42,6 +66,9 @@ class Engine(Protocol):
         ``ready`` is called once the guest's grants are open and before guest code runs:
         the worker drops to the container's user there, as runc does after its mounts.
         """
+
+    def prepare_instances(self, loaded: object, plan: WasiPlan) -> Instances:
+        """Per-request instances of ``loaded`` (``plan.http``), in the worker after ``ready``."""
 
     def precompile(self, plan: WasiPlan) -> bytes:
         """Compile the module to bytes that ``load_precompiled`` accepts on this node."""

@@ -29,7 +29,7 @@ try:
 except Exception as exc:  # noqa: BLE001 - on CPython >= 3.11 a stub wheel raises at import
     raise ImportError(f"wasmer-python does not import: {exc}") from exc
 
-from pywasmd.engine import TRAP_EXIT_STATUS
+from pywasmd.engine import TRAP_EXIT_STATUS, Instances
 from pywasmd.errors import InvalidArgument
 from pywasmd.oci.plan import WasiPlan
 from pywasmd.wasmbin import COMPONENT, binary_kind, cap_memories
@@ -47,9 +47,17 @@ def _new_store() -> wasmer.Store:
     return wasmer.Store(wasmer.engine.Universal(Compiler))
 
 
+_HTTP_NEEDS_WASMTIME = (
+    "HTTP functions (pywasm.io/trigger=http) need the wasmtime engine: "
+    "set pywasm.io/engine=wasmtime or drop the trigger"
+)
+
+
 def _code(plan: WasiPlan) -> bytes:
     """The module's bytes, checked to be something this engine can run, memory cap applied."""
     what = f"Wasm module {plan.argv[0]!r}"
+    if plan.http is not None:
+        raise InvalidArgument(_HTTP_NEEDS_WASMTIME)
     if plan.features:
         raise InvalidArgument(
             f"engine wasmer cannot enable Wasm features {', '.join(plan.features)} "
@@ -123,6 +131,9 @@ class WasmerEngine:
             ) from exc
         _check(module, plan)
         return _Loaded(store, module)
+
+    def prepare_instances(self, loaded: object, plan: WasiPlan) -> Instances:
+        raise InvalidArgument(_HTTP_NEEDS_WASMTIME)
 
     def fingerprint(self, plan: WasiPlan) -> str:
         # The memory cap is compiled into the module, so it is part of what precompile made.

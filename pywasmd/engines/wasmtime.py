@@ -6,8 +6,13 @@ Runs WASI preview 1 command modules (``_start``) and WASI preview 2 command comp
 
 from __future__ import annotations
 
+import ctypes
+import math
+import os
 import sys
-from collections.abc import Callable, Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
@@ -19,7 +24,9 @@ from wasmtime import component as wc
 from pywasmd.engine import (
     FUEL_EXIT_STATUS,
     TRAP_EXIT_STATUS,
+    CallResult,
     GuestOutOfMemory,
+    Instances,
 )
 from pywasmd.errors import InvalidArgument
 from pywasmd.oci.plan import WasiPlan
@@ -94,6 +101,8 @@ def _engine(plan: WasiPlan) -> wasmtime.Engine:
         config.shared_memory = True
     # Fuel metering changes the compiled code, so it is part of ``fingerprint`` too.
     config.consume_fuel = plan.fuel is not None
+    # HTTP functions stop a guest at its per-request deadline by epoch (a check in every loop).
+    config.epoch_interruption = plan.http is not None
     try:
         return wasmtime.Engine(config)
     except wasmtime.WasmtimeError as exc:
@@ -120,6 +129,13 @@ def _check(engine: wasmtime.Engine, code: wasmtime.Module | wc.Component, plan: 
                 "WASI command (e.g. `zig cc --target=wasm32-wasi`), not as a library"
             )
         return
+    if plan.http is not None:
+        raise InvalidArgument(
+            f"Wasm component {plan.argv[0]!r}: HTTP functions (pywasm.io/trigger=http) are WASI "
+            "p1 modules served as CGI; wasi:http/proxy components are not served yet (build "
+            "the function with --target=wasm32-wasi, or serve with wasi:sockets without the "
+            "trigger)"
+        )
     if not any(name.startswith(_RUN_INTERFACE) for name in code.type.exports(engine)):
         raise InvalidArgument(
             f"Wasm component {plan.argv[0]!r} exports no {_RUN_INTERFACE}.x run interface: "
@@ -237,7 +253,14 @@ class WasmtimeEngine:
 
     def fingerprint(self, plan: WasiPlan) -> str:
         features = ",".join(sorted(_enabled(plan.features)))
-        return f"wasmtime {_VERSION} features={features} fuel={plan.fuel is not None}"
+        epoch = " epoch" if plan.http is not None else ""
+        return f"wasmtime {_VERSION} features={features} fuel={plan.fuel is not None}{epoch}"
+
+    def prepare_instances(self, loaded: object, plan: WasiPlan) -> Instances:
+        assert isinstance(loaded, _Loaded)
+        if not isinstance(loaded.code, wasmtime.Module):
+            raise InvalidArgument("HTTP functions serve WASI p1 modules only")
+        return _CgiInstances(loaded.engine, loaded.code, plan)
 
     def run(self, loaded: object, plan: WasiPlan, ready: Callable[[], None] | None = None) -> int:
         assert isinstance(loaded, _Loaded)
@@ -372,3 +395,93 @@ def _refuse_sockets(linker: wc.Linker, imports: Iterable[str]) -> None:
 def _access_denied(store: object, *args: object) -> str:
     # result<own<socket>, error-code>: the enum case alone is its err arm.
     return "access-denied"
+
+
+# --- HTTP functions: a fresh instance per request ---------------------------------------------
+
+#: How often the epoch advances; a request's deadline is a whole number of ticks.
+_EPOCH_TICK = 0.02
+
+
+class _CgiInstances:
+    """``Instances`` on an ``InstancePre``: imports resolved once, a Store per call.
+
+    Host functions are wasmtime's own WASI only (no Python callback such as pywasm's
+    ``proc_exit``): wasmtime-py 47 passes a Python exception from a host function through one
+    process-wide variable, which calls on several threads would mix up.  For the same reason
+    stdout is not a Python callback (``stdout_custom``): wasmtime calls it from its own tokio
+    threads, which panic when the interpreter ends.  Each calling thread has a memfd instead,
+    which wasmtime opens (and truncates) by its /proc/self/fd path for every call.
+    """
+
+    def __init__(self, engine: wasmtime.Engine, module: wasmtime.Module, plan: WasiPlan) -> None:
+        self._engine = engine
+        self._plan = plan
+        self._local = threading.local()
+        linker = wasmtime.Linker(engine)
+        linker.define_wasi()
+        self._pre = linker.instantiate_pre(module)
+        self._out_fd()  # fails here, at start, when the container has no /proc
+        threading.Thread(target=self._tick, name="pywasm-epoch", daemon=True).start()
+
+    def _tick(self) -> None:
+        while True:
+            time.sleep(_EPOCH_TICK)
+            self._engine.increment_epoch()
+
+    def _out_fd(self) -> int:
+        fd: int | None = getattr(self._local, "fd", None)
+        if fd is None:
+            fd = os.memfd_create("pywasm-cgi-stdout", os.MFD_CLOEXEC)
+            if not os.path.exists(f"/proc/self/fd/{fd}"):
+                os.close(fd)
+                raise InvalidArgument(
+                    "HTTP functions need /proc mounted in the container (the guest's stdout is "
+                    "captured through /proc/self/fd): keep the default proc mount"
+                )
+            self._local.fd = fd
+        return fd
+
+    def call(self, env: Sequence[tuple[str, str]], stdin: bytes, timeout: float) -> CallResult:
+        plan = self._plan
+        fd = self._out_fd()
+        wasi = wasmtime.WasiConfig()
+        wasi.argv = list(plan.argv)
+        wasi.env = [list(kv) for kv in env]
+        _stdin_bytes(wasi, stdin)
+        wasi.stdout_file = f"/proc/self/fd/{fd}"
+        wasi.inherit_stderr()
+        for grant in plan.preopens:
+            _preopen(wasi, grant.host, grant.guest, grant.readonly)
+        store = wasmtime.Store(self._engine)
+        store.set_wasi(wasi)
+        if plan.memory_limit is not None:
+            store.set_limits(memory_size=plan.memory_limit)
+        store.set_epoch_deadline(max(1, math.ceil(timeout / _EPOCH_TICK)))
+        outcome, status, detail = "exit", 0, ""
+        try:
+            instance = self._pre.instantiate(store)
+            start = instance.exports(store)["_start"]
+            assert isinstance(start, wasmtime.Func)
+            start(store)
+        except wasmtime.ExitTrap as exc:
+            status = int(exc.code) & 0xFF
+        except wasmtime.Trap as exc:
+            if exc.trap_code == wasmtime.TrapCode.INTERRUPT:
+                outcome, detail = "timeout", f"over {timeout:g} s"
+            else:
+                outcome, detail = "trap", _cause(exc, "trap")
+        except wasmtime.WasmtimeError as exc:
+            outcome, detail = "trap", _cause(exc, "failed")
+        finally:
+            # Closes wasmtime's own descriptor of the memfd before it is read.
+            store.close()
+        return CallResult(outcome, status, os.pread(fd, os.fstat(fd).st_size, 0), detail)
+
+
+def _stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
+    """``wasi_config_set_stdin_bytes``, which ``WasiConfig`` does not wrap (it takes the vector)."""
+    vec = _capi.wasm_byte_vec_t()
+    buf = (_capi.wasm_byte_t * len(data)).from_buffer_copy(data) if data else None
+    _capi.wasm_byte_vec_new(ctypes.byref(vec), len(data), buf)
+    _capi.wasi_config_set_stdin_bytes(wasi.ptr(), ctypes.byref(vec))

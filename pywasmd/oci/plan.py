@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from pywasmd.errors import InvalidArgument
 from pywasmd.oci.grants import HostSetup, KindOf, Preopen, grant_mounts, host_kind
+from pywasmd.oci.http import HttpPlan, http_plan
 from pywasmd.oci.sandbox import Sandbox, parse_sandbox
 from pywasmd.oci.spec import RuntimeSpec, check_wasm_resources
 
@@ -44,6 +45,8 @@ class WasiPlan:
     sandbox: Sandbox | None = None
     #: Run the sandbox tests' payload in place of the guest (see pywasmd.shim.worker).
     test_payload: bool = False
+    #: Serve the module as an HTTP function (pywasm.io/trigger=http, docs/http.md); None: a command.
+    http: HttpPlan | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -66,6 +69,7 @@ class WasiPlan:
             ],
             "sandbox": None if self.sandbox is None else self.sandbox.to_json(),
             "test_payload": self.test_payload,
+            "http": None if self.http is None else self.http.to_json(),
         }
 
     @classmethod
@@ -97,6 +101,7 @@ class WasiPlan:
             ),
             sandbox=Sandbox.from_json(sb) if isinstance(sb := raw.get("sandbox"), dict) else None,
             test_payload=bool(raw.get("test_payload", False)),
+            http=HttpPlan.from_json(raw.get("http")),
         )
 
 
@@ -176,6 +181,7 @@ def plan_from_spec(
         setups=setups,
         sandbox=sandbox,
         test_payload=spec.annotations.get(TEST_PAYLOAD_ANNOTATION) == "1",
+        http=http_plan(spec.annotations),
     )
 
 

@@ -171,7 +171,10 @@ def _setns_path(path: str, kind: str) -> None:
 # --- Create: namespaces and the root ---------------------------------------------------------
 
 
-def enter(sb: Sandbox) -> None:
+def enter(sb: Sandbox, graceful_stop: bool = False) -> None:
+    """``graceful_stop``: SIGTERM and SIGINT stay blocked (so queued, even for a pid 1) for
+    the caller to unblock once it handles them (an HTTP function's server); the guard thread
+    takes the rest."""
     if sb.oom_score_adj is not None:
         _write("/proc/self/oom_score_adj", str(sb.oom_score_adj), "process.oomScoreAdj")
     _join_and_unshare(sb)
@@ -194,7 +197,7 @@ def enter(sb: Sandbox) -> None:
         except (ValueError, OSError) as exc:
             raise InvalidArgument(f"process.rlimits {name} {soft}/{hard}: {exc}") from None
     if os.getpid() == 1:
-        _guard_init_signals()
+        _guard_init_signals(graceful_stop)
 
 
 def _join_and_unshare(sb: Sandbox) -> None:
@@ -445,14 +448,15 @@ def _write(path: str, value: str, field: str, missing: bool = False) -> None:
         raise InvalidArgument(f"{field}: cannot write {path}{hint}: {exc.strerror}") from None
 
 
-def _guard_init_signals() -> None:
+def _guard_init_signals(graceful_stop: bool = False) -> None:
     """As pid 1 of its namespace the worker would ignore SIGTERM (no handler, and the guest
     runs in native code where a Python handler never gets to run): a thread takes the
     signals and ends the process with 128+n, the status a killed container reports."""
     signal.pthread_sigmask(signal.SIG_BLOCK, _INIT_SIGNALS)
+    fatal = _INIT_SIGNALS - {signal.SIGTERM, signal.SIGINT} if graceful_stop else _INIT_SIGNALS
 
     def wait() -> None:
-        sig = signal.sigwait(_INIT_SIGNALS)
+        sig = signal.sigwait(fatal)
         os._exit(128 + int(sig))
 
     threading.Thread(target=wait, name="pywasm-init-signals", daemon=True).start()

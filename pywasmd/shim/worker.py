@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING
 from pywasmd.shim import sandbox
 
 if TYPE_CHECKING:
-    from pywasmd.engine import Engine
+    from collections.abc import Callable
+
+    from pywasmd.engine import Engine, Instances
     from pywasmd.oci.plan import WasiPlan
 
 CONTROL_FD = 3
@@ -135,11 +137,13 @@ def main(log_fd: int | None = None) -> None:
         engine = get_engine(plan.engine)
         loaded = _load(engine, plan)
         payload = _test_payload(plan)
+        http = _http_front(plan)
         # Everything is loaded: from here on the worker lives in the container.
         if plan.sandbox is not None:
             if plan.sandbox.pid_namespace is not None:
                 _become_pid_one(plan.sandbox.pid_namespace)
-            sandbox.enter(plan.sandbox)
+            # An HTTP function stops gracefully at SIGTERM: its server takes the signal itself.
+            sandbox.enter(plan.sandbox, graceful_stop=http is not None)
             if plan.sandbox.has("mount"):
                 _check_cwd(plan.cwd)
             _check_fd_room(len(plan.preopens))
@@ -177,6 +181,18 @@ def main(log_fd: int | None = None) -> None:
         exec(compile(payload, "pywasm-test-payload", "exec"), {"__name__": "__payload__"})
         sys.stdout.flush()
         os._exit(0)
+
+    if http is not None:
+        # Threads (the engine's epoch ticker, the instance pool) start only after ready():
+        # capabilities and seccomp apply to the calling thread, not to threads made before.
+        ready()
+        try:
+            instances = engine.prepare_instances(loaded, plan)
+        except Exception as exc:  # noqa: BLE001 - the container's stderr is where it must show
+            reason = exc.message if isinstance(exc, ShimError) else str(exc)
+            print(f"pywasm: cannot serve HTTP: {reason}", file=sys.stderr, flush=True)
+            os._exit(126)
+        os._exit(http(instances))
 
     # The control socket stays open while the guest runs (WASI gives it no way to reach
     # it): the shim learns through it why the guest ended.
@@ -242,6 +258,17 @@ def _test_payload(plan: WasiPlan) -> str | None:
         return None
     with open(path, encoding="utf-8") as f:
         return f.read()
+
+
+def _http_front(plan: WasiPlan) -> Callable[[Instances], int] | None:
+    """The HTTP server of a ``pywasm.io/trigger=http`` container, imported while the host's
+    filesystem is still there (nothing can be imported after pivot_root)."""
+    if plan.http is None:
+        return None
+    from pywasmd.http.server import serve
+
+    http = plan.http
+    return lambda instances: serve(http, instances, plan.env)
 
 
 def _tell(message: bytes) -> None:

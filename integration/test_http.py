@@ -1,0 +1,367 @@
+"""HTTP functions (pywasm.io/trigger=http) through real containerd 1.6 and 2.1 (docs/http.md).
+
+The function is integration/guests/cgi.c (zig, wasm32-wasi) in an image packed like every test
+guest; `ctr run -d --net-host` with the annotations; the container's log through --log-uri.
+
+- every CGI variable and forwarded header, the container's env, GET and POST bodies of 0 bytes,
+  1 MiB and chunked, 404 and 302 from the guest, 500 trap, 502 malformed, 413, 504 for a guest
+  stuck in a loop (and the next request answered), access-log and error lines in the log;
+- 200 concurrent requests with pywasm.io/http-concurrency=4; 2000 requests without fd or memory
+  growth of the task;
+- SIGTERM while a request runs: it is answered, the task exits 0, the port is free;
+- bad annotation values are refused at Create, naming the annotation.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import os
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from integration import guests, images
+from integration.containerd import Containerd, new_id, run_args, task_status
+
+IMAGE = images.ref("http-cgi")
+
+
+def explain(r: subprocess.CompletedProcess[Any]) -> str:
+    return f"exit {r.returncode}\nstdout: {r.stdout!r:.2000}\nstderr: {r.stderr!r:.2000}"
+
+
+@pytest.fixture(scope="session")
+def cgi_archive() -> Path:
+    return images.build_wasm_archive("http-cgi", guests.build("cgi"))
+
+
+_imported: set[str] = set()
+
+
+@pytest.fixture
+def cgi_image(containerd: Containerd, cgi_archive: Path) -> str:
+    if containerd.address not in _imported:
+        images.import_archive(containerd, IMAGE, cgi_archive)
+        _imported.add(containerd.address)
+    return IMAGE
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_status(ctrd: Containerd, cid: str, want: str, timeout: float = 30) -> str | None:
+    deadline = time.monotonic() + timeout
+    status = task_status(ctrd, cid)
+    while status != want and time.monotonic() < deadline:
+        time.sleep(0.05)
+        status = task_status(ctrd, cid)
+    return status
+
+
+def _task_pid(ctrd: Containerd, cid: str) -> int:
+    r = ctrd.ctr("tasks", "ls", timeout=20)
+    for line in r.stdout.splitlines()[1:]:
+        fields = line.split()
+        if fields and fields[0] == cid:
+            return int(fields[1])
+    raise AssertionError(f"no task {cid}: {explain(r)}")
+
+
+def _request(
+    port: int,
+    path: str,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 15,
+) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def _wait_answer(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _request(port, "/ready")
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+class Function:
+    def __init__(self, ctrd: Containerd, cid: str, port: int, log: Path) -> None:
+        self.ctrd, self.cid, self.port, self.log = ctrd, cid, port, log
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@pytest.fixture
+def function(
+    containerd: Containerd, cgi_image: str, cgi_archive: Path, tmp_path: Path
+) -> Iterator[Any]:
+    started: list[str] = []
+    module = images.archive_entrypoint(cgi_archive)[0]
+
+    def start(*annotations: str, env: tuple[str, ...] = ()) -> Function:
+        port = _free_port()
+        cid = new_id("http")
+        log = tmp_path / f"{cid}.log"
+        extra = ["--net-host", "--log-uri", f"file://{log}"]
+        extra += ["--annotation", "pywasm.io/trigger=http"]
+        extra += ["--annotation", f"pywasm.io/listen=127.0.0.1:{port}"]
+        for a in annotations:
+            extra += ["--annotation", a]
+        for e in env:
+            extra += ["--env", e]
+        argv = run_args(cgi_image, cid, module, rm=False, detach=True, extra=extra)
+        r = containerd.ctr(*argv, timeout=60)
+        assert r.returncode == 0, explain(r)
+        started.append(cid)
+        assert _wait_status(containerd, cid, "RUNNING") == "RUNNING"
+        _wait_answer(port)
+        return Function(containerd, cid, port, log)
+
+    yield start
+    for cid in started:
+        if task_status(containerd, cid) is not None:
+            containerd.ctr("tasks", "kill", "-s", "SIGKILL", cid, timeout=20)
+            _wait_status(containerd, cid, "STOPPED", timeout=10)
+            containerd.ctr("tasks", "rm", "-f", cid, timeout=20)
+        containerd.ctr("containers", "rm", cid, timeout=20)
+
+
+def _env(body: bytes) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in body.decode().splitlines() if "=" in line)
+
+
+def test_cgi_variables_bodies_and_statuses(containerd: Containerd, function: Any) -> None:
+    f = function("pywasm.io/http-timeout=1", "pywasm.io/http-max-body=2097152", env=("FOO=bar",))
+    port = f.port
+
+    status, headers, body = _request(
+        port, "/env/x%20y?a=1&b=%20", headers={"X-Test": "hi", "Accept-Language": "fr"}
+    )
+    assert status == 200
+    env = _env(body)
+    expected = {
+        "GATEWAY_INTERFACE": "CGI/1.1",
+        "SERVER_SOFTWARE": "pywasm",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": str(port),
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/env/x y",
+        "QUERY_STRING": "a=1&b=%20",
+        "REQUEST_URI": "/env/x%20y?a=1&b=%20",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_X_TEST": "hi",
+        "HTTP_ACCEPT_LANGUAGE": "fr",
+        "HTTP_HOST": f"127.0.0.1:{port}",
+        "FOO": "bar",
+    }
+    assert {k: env.get(k) for k in expected} == expected
+    assert env["REMOTE_PORT"].isdigit()
+    assert "CONTENT_LENGTH" not in env  # a GET without a body has none
+    status, _, body = _request(
+        port, "/env", method="POST", body=b"", headers={"Content-Type": "a/b"}
+    )
+    env = _env(body)
+    assert (status, env.get("CONTENT_LENGTH"), env.get("CONTENT_TYPE")) == (200, "0", "a/b")
+
+    status, headers, body = _request(
+        port, "/echo?q=7", method="POST", body=b"hello", headers={"X-Test": "t"}
+    )
+    assert (status, headers.get("X-Echo-Method"), headers.get("Content-Type")) == (
+        200,
+        "POST",
+        "text/plain",
+    )
+    assert body == b"method=POST\npath=/echo\nquery=q=7\nheader=t\nlength=5\nbody=hello"
+
+    mib = os.urandom(1024 * 1024)
+    status, _, body = _request(port, "/big", method="POST", body=mib)
+    assert status == 200
+    assert body.endswith(b"length=1048576\nbody=" + mib)
+
+    chunked = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "--max-time",
+            "10",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            "chunky",
+            f"http://127.0.0.1:{port}/c",
+        ],
+        capture_output=True,
+        check=False,
+    )
+    assert chunked.stdout.endswith(b"length=6\nbody=chunky"), chunked
+
+    status, headers, body = _request(port, "/notfound")
+    assert (status, body) == (404, b"no such thing\n")
+    status, headers, _ = _request(port, "/redirect")
+    assert (status, headers.get("Location")) == (302, "http://example.invalid/elsewhere")
+    assert _request(port, "/trap")[0] == 500
+    assert _request(port, "/malformed")[0] == 502
+    assert _request(port, "/exit3")[0] == 502
+    big = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+            "--data-binary",
+            "@-",
+            f"http://127.0.0.1:{port}/too-big",
+        ],
+        input=b"x" * (3 * 1024 * 1024),
+        capture_output=True,
+        check=False,
+    )
+    assert big.stdout == b"413", big
+    began = time.monotonic()
+    assert _request(port, "/loop")[0] == 504
+    took = time.monotonic() - began
+    assert 0.9 < took < 3.0, f"the looping guest was answered after {took:.2f}s"
+    assert _request(port, "/after-loop")[0] == 200
+
+    log = f.log_text()
+    for line in (
+        r'127\.0\.0\.1 "GET /notfound HTTP/1\.1" 404 14 [\d.]+ms',
+        r'127\.0\.0\.1 "POST /big HTTP/1\.1" 200 1048\d+ [\d.]+ms',
+        r'"GET /loop HTTP/1\.1" 504 ',
+        r"GET /trap from 127\.0\.0\.1: 500: the guest trapped: .*unreachable",
+        r"GET /malformed from 127\.0\.0\.1: 502: malformed CGI response",
+        r"POST /too-big from 127\.0\.0\.1: 413: body of 3145728 bytes",
+        r"GET /loop from 127\.0\.0\.1: 504: the guest ran over its 1 s",
+    ):
+        assert re.search(line, log), f"{line!r} not in the log:\n{log[-3000:]}"
+
+
+def _fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def test_concurrency_and_no_growth(containerd: Containerd, function: Any) -> None:
+    f = function("pywasm.io/http-concurrency=4")
+    pid = _task_pid(containerd, f.cid)
+
+    def one(i: int) -> bytes:
+        status, _, body = _request(f.port, f"/n{i}", method="POST", body=str(i).encode())
+        assert status == 200
+        return body
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=200) as pool:
+        bodies = list(pool.map(one, range(200)))
+    assert bodies == [
+        f"method=POST\npath=/n{i}\nquery=\nheader=-\nlength={len(str(i))}\nbody={i}".encode()
+        for i in range(200)
+    ]
+    threads = len(os.listdir(f"/proc/{pid}/task"))
+    # main, the init-signal guard, the epoch ticker, 4 instance threads (+ uvloop's helpers)
+    assert threads <= 10, f"{threads} threads for a concurrency of 4"
+
+    for i in range(200):
+        one(i)
+    fds, rss = _fds(pid), _rss_kib(pid)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        assert len(list(pool.map(one, range(2000)))) == 2000
+    fds_after, rss_after = _fds(pid), _rss_kib(pid)
+    print(
+        f"containerd {containerd.version}: fds {fds} -> {fds_after}, RSS {rss} -> {rss_after} KiB"
+    )
+    assert fds_after <= fds + 2
+    assert rss_after < rss + 8 * 1024
+
+
+def test_sigterm_finishes_the_running_request_and_exits_0(
+    containerd: Containerd, function: Any
+) -> None:
+    f = function("pywasm.io/http-timeout=2")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(_request, f.port, "/loop")
+        time.sleep(0.5)
+        began = time.monotonic()
+        k = containerd.ctr("tasks", "kill", f.cid, timeout=20)
+        assert k.returncode == 0, explain(k)
+        assert running.result()[0] == 504  # answered, not cut off
+    assert _wait_status(containerd, f.cid, "STOPPED", timeout=10) == "STOPPED"
+    took = time.monotonic() - began
+    rm = containerd.ctr("tasks", "rm", f.cid, timeout=20)
+    assert rm.returncode == 0, explain(rm)
+    assert "non-zero exit code" not in rm.stderr, rm.stderr
+    assert took < 4.0
+    with socket.socket() as s:
+        # The server closed its connections first, so they sit in TIME_WAIT: a new server
+        # binds with SO_REUSEADDR (as pywasm's does); only a listener still there would fail.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", f.port))
+        s.listen()
+
+
+def test_idle_function_stops_at_once(containerd: Containerd, function: Any) -> None:
+    f = function()
+    began = time.monotonic()
+    assert containerd.ctr("tasks", "kill", f.cid, timeout=20).returncode == 0
+    assert _wait_status(containerd, f.cid, "STOPPED", timeout=10) == "STOPPED"
+    took = time.monotonic() - began
+    rm = containerd.ctr("tasks", "rm", f.cid, timeout=20)
+    assert "non-zero exit code" not in rm.stderr, rm.stderr
+    assert took < 1.5, f"an idle function took {took:.2f}s to stop"
+
+
+@pytest.mark.parametrize(
+    ("annotation", "message"),
+    [
+        ("pywasm.io/trigger=cron", "pywasm.io/trigger='cron' is not allowed"),
+        ("pywasm.io/http-timeout=0", "pywasm.io/http-timeout='0' must be a positive number"),
+        ("pywasm.io/http-concurrency=many", "pywasm.io/http-concurrency='many' must be"),
+    ],
+)
+def test_bad_annotations_refused_at_create(
+    containerd: Containerd, cgi_image: str, cgi_archive: Path, annotation: str, message: str
+) -> None:
+    cid = new_id("http-bad")
+    module = images.archive_entrypoint(cgi_archive)[0]
+    extra = ["--net-host", "--annotation", annotation]
+    if not annotation.startswith("pywasm.io/trigger"):
+        extra += ["--annotation", "pywasm.io/trigger=http"]
+    r = containerd.ctr(*run_args(cgi_image, cid, module, extra=extra), timeout=60)
+    containerd.ctr("containers", "rm", cid, timeout=20)
+    assert r.returncode != 0
+    assert message in r.stderr, explain(r)

@@ -1,0 +1,399 @@
+"""The HTTP front of a function: asyncio (uvloop when present) + httptools, inside the sandbox.
+
+The worker imports this module before it enters the container (nothing of the host can be
+imported after pivot_root) and calls :func:`serve` once the sandbox is complete.
+
+- The event loop reads each request whole (headers and body, bounded in time and size) before
+  an instance is made, so a slow client holds a socket, never an instance.
+- Instances run on ``concurrency`` threads (the engine releases the GIL while Wasm runs); the
+  engine stops a guest at its wall-time deadline (epoch interruption).
+- One access-log line per request goes to stdout, one line per failed guest to stderr.
+- SIGTERM/SIGINT: stop accepting, let running requests finish (bounded), exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
+from typing import cast
+
+import httptools
+import uvloop
+
+from pywasmd.engine import CallResult, Instances
+from pywasmd.http import cgi
+from pywasmd.http.instance import answer, error_response
+from pywasmd.oci.http import HttpPlan
+
+# Codecs import on first use, and nothing can be imported once the worker is in the container:
+# the event loop may need IDNA (uvloop encodes host names with it).
+codecs.lookup("idna")
+
+#: A client gets this long to send a whole request (headers and body) once it has started one.
+READ_TIMEOUT = 10.0
+#: An idle keep-alive connection is closed after this long.
+IDLE_TIMEOUT = 30.0
+#: Request line and headers together.
+MAX_HEAD = 64 * 1024
+#: How long SIGTERM waits for running requests beyond their own timeout.
+DRAIN_MARGIN = 2.0
+_GRACEFUL = (signal.SIGTERM, signal.SIGINT)
+
+
+def _log(line: str) -> None:
+    try:
+        os.write(2, f"pywasm http: {line}\n".encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+class _Request:
+    __slots__ = ("body", "head_size", "headers", "method", "started", "target", "version")
+
+    def __init__(self) -> None:
+        self.target = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body = bytearray()
+        self.head_size = 0
+        self.method = ""
+        self.version = "1.1"
+        self.started = time.monotonic()
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, server: _Server) -> None:
+        self.server = server
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.peer: tuple[str, int] = ("", 0)
+        self.current: _Request | None = None
+        self.queue: list[tuple[_Request, bool]] = []
+        self.busy = False
+        self.closing = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    # --- transport events ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("", 0)
+        self.server.connections.add(self)
+        self._arm(IDLE_TIMEOUT, self._idle)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.server.closed_one()
+        self.closing = True
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(400, "protocol upgrades are not served")
+        except httptools.HttpParserError as exc:
+            self._refuse(400, f"bad request: {exc}")
+
+    # --- parser callbacks ---
+
+    def on_message_begin(self) -> None:
+        self.current = _Request()
+        self._arm(READ_TIMEOUT, self._slow)
+
+    def on_url(self, url: bytes) -> None:
+        assert self.current is not None
+        self.current.target += url
+        self._grow_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self.current is not None
+        self.current.headers.append((name, value))
+        self._grow_head(len(name) + len(value))
+
+    def on_headers_complete(self) -> None:
+        request = self.current
+        if request is None or self.closing:
+            return
+        request.method = self.parser.get_method().decode("ascii", "replace")
+        request.version = self.parser.get_http_version()
+        length = _content_length(request.headers)
+        if length is not None and length > self.server.plan.max_body:
+            self._refuse(413, f"body of {length} bytes, over {self._limit()}", request)
+            return
+        if any(n.lower() == b"expect" and v.lower() == b"100-continue" for n, v in request.headers):
+            assert self.transport is not None
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        request = self.current
+        if request is None or self.closing:
+            return
+        if len(request.body) + len(body) > self.server.plan.max_body:
+            self._refuse(413, f"body over {self._limit()}", request)
+            return
+        request.body += body
+
+    def on_message_complete(self) -> None:
+        request = self.current
+        if request is None or self.closing:
+            return
+        self.current = None
+        self._disarm()
+        self.queue.append((request, self.parser.should_keep_alive()))
+        if not self.busy:
+            self.busy = True
+            asyncio.ensure_future(self._work())
+
+    # --- requests ---
+
+    async def _work(self) -> None:
+        try:
+            while self.queue and not self.closing_now():
+                request, keep_alive = self.queue.pop(0)
+                await self._serve(request, keep_alive)
+        finally:
+            self.busy = False
+        if self.transport is not None and not self.closing:
+            if self.server.draining:
+                self.transport.close()
+            elif self.current is None:
+                self._arm(IDLE_TIMEOUT, self._idle)
+
+    def closing_now(self) -> bool:
+        return self.closing or self.transport is None or self.transport.is_closing()
+
+    async def _serve(self, request: _Request, keep_alive: bool) -> None:
+        server = self.server
+        framed = any(
+            n.lower() in (b"content-length", b"transfer-encoding") for n, _ in request.headers
+        )
+        env = cgi.environ(
+            cgi.Request(
+                method=request.method,
+                target=request.target,
+                headers=request.headers,
+                body_length=len(request.body) if framed or request.body else None,
+                server_name=server.server_name,
+                server_port=server.port,
+                remote_addr=self.peer[0],
+                remote_port=self.peer[1],
+                protocol=f"HTTP/{request.version}",
+            ),
+            server.base_env,
+        )
+        result = await server.run(env, bytes(request.body))
+        if result is None:
+            status_answer = error_response(504)
+            problem = (
+                f"the guest ran over {server.plan.timeout:g} s (pywasm.io/http-timeout) "
+                "inside a host call; its instance ends when that call returns"
+            )
+        else:
+            got = answer(result, server.plan.timeout)
+            status_answer, problem = got.response, got.problem
+        label = f"{request.method} {_show(request.target)}"
+        if problem:
+            _log(f"{label} from {self.peer[0]}: {status_answer.status}: {problem}")
+        keep = keep_alive and not server.draining
+        self._send(request, status_answer, keep)
+        if not keep and self.transport is not None:
+            self.transport.close()
+
+    def _send(self, request: _Request | None, response: cgi.Response, keep: bool) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        reason = response.reason or _phrase(response.status)
+        head = [f"HTTP/1.1 {response.status} {reason}", "Server: pywasm"]
+        head.extend(f"{name}: {value}" for name, value in response.headers)
+        head.append(f"Content-Length: {len(response.body)}")
+        if not keep:
+            head.append("Connection: close")
+        data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1", "replace")
+        with_body = request is None or request.method != "HEAD"
+        self.transport.write(data + response.body if with_body else data)
+        if request is not None:
+            self.server.access(self.peer[0], request, response.status, len(response.body))
+
+    # --- limits ---
+
+    def _limit(self) -> str:
+        return f"pywasm.io/http-max-body={self.server.plan.max_body}"
+
+    def _grow_head(self, n: int) -> None:
+        assert self.current is not None
+        self.current.head_size += n
+        if self.current.head_size > MAX_HEAD:
+            self._refuse(431, f"request line and headers over {MAX_HEAD} bytes", self.current)
+
+    def _refuse(self, status: int, why: str, request: _Request | None = None) -> None:
+        """Answer a request that never reaches an instance, and close the connection."""
+        if self.closing:
+            return
+        request = request or self.current
+        label = f"{request.method or '?'} {_show(request.target)}" if request else "request"
+        _log(f"{label} from {self.peer[0]}: {status}: {why}")
+        if request is not None and not request.method:
+            request.method = self.parser.get_method().decode("ascii", "replace") or "?"
+        self._send(request, error_response(status), keep=False)
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _slow(self) -> None:
+        self._refuse(408, f"the client sent no whole request within {READ_TIMEOUT:g} s")
+
+    def _idle(self) -> None:
+        if not self.busy and self.current is None and self.transport is not None:
+            self.transport.close()
+
+    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
+        self._disarm()
+        self.timer = asyncio.get_running_loop().call_later(delay, callback)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def drain(self) -> None:
+        """SIGTERM: an idle or half-read connection closes now, a busy one after its answer."""
+        if not self.busy and self.transport is not None:
+            self.transport.close()
+
+
+def _content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name.lower() == b"content-length" and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _show(target: bytes) -> str:
+    text = target.decode("latin-1")
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+class _Server:
+    def __init__(
+        self, plan: HttpPlan, instances: Instances, base_env: Sequence[tuple[str, str]]
+    ) -> None:
+        self.plan = plan
+        self.instances = instances
+        self.base_env = tuple(base_env)
+        self.port = plan.port
+        self.server_name = plan.host if plan.host not in ("0.0.0.0", "::") else socket.gethostname()
+        self.connections: set[_Connection] = set()
+        self.draining = False
+        self.pool = ThreadPoolExecutor(plan.concurrency, thread_name_prefix="pywasm-instance")
+        self.slots = asyncio.Semaphore(plan.concurrency)
+        self.stopped = asyncio.Event()
+        self.all_closed = asyncio.Event()
+
+    def closed_one(self) -> None:
+        if self.draining and not self.connections:
+            self.all_closed.set()
+
+    async def run(self, env: list[tuple[str, str]], body: bytes) -> CallResult | None:
+        """Run one instance; None when it outlived its deadline in a host call (no epoch there)."""
+        await self.slots.acquire()
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self.pool, self.instances.call, env, body, self.plan.timeout)
+        # The slot is free when the instance is gone, not when the client gave up waiting.
+        future.add_done_callback(lambda _: self.slots.release())
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.plan.timeout + 1.0)
+        except asyncio.TimeoutError:
+            return None
+
+    def access(self, remote: str, request: _Request, status: int, size: int) -> None:
+        took = (time.monotonic() - request.started) * 1000
+        line = (
+            f'{remote} "{request.method} {_show(request.target)} HTTP/{request.version}" '
+            f"{status} {size} {took:.1f}ms\n"
+        )
+        try:
+            os.write(1, line.encode("utf-8", "replace"))
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        for connection in list(self.connections):
+            connection.drain()
+        self.stopped.set()
+
+    async def main(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in _GRACEFUL:
+            loop.add_signal_handler(sig, self.stop)
+        # The worker kept them blocked since it became the container's pid 1 (the kernel
+        # would drop them for an init without a handler): a pending one arrives now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _GRACEFUL)
+        try:
+            server = await loop.create_server(lambda: _Connection(self), sock=_listen(self.plan))
+        except OSError as exc:
+            _log(f"cannot listen on {self.plan.host}:{self.plan.port}: {exc.strerror or exc}")
+            return 1
+        _log(
+            f"listening on {self.plan.host}:{self.plan.port}, "
+            f"{self.plan.concurrency} instances at most, {self.plan.timeout:g} s each"
+        )
+        await self.stopped.wait()
+        server.close()
+        self.closed_one()
+        try:
+            await asyncio.wait_for(self.all_closed.wait(), self.plan.timeout + DRAIN_MARGIN)
+        except asyncio.TimeoutError:
+            _log(f"stopping with {len(self.connections)} request(s) unanswered")
+        return 0
+
+
+def _listen(plan: HttpPlan) -> socket.socket:
+    """The listening socket, made here: a host name would need a lookup (and codecs) that
+    cannot be imported inside the container."""
+    family = socket.AF_INET6 if ":" in plan.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((plan.host, plan.port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def serve(plan: HttpPlan, instances: Instances, base_env: Sequence[tuple[str, str]]) -> int:
+    """Serve until SIGTERM/SIGINT; the exit status (0 after a graceful stop)."""
+    # The worker restores default signal actions for guests; a peer closing early must not
+    # end the server through SIGPIPE.
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(_Server(plan, instances, base_env).main())
+    finally:
+        sys.stdout.flush()
