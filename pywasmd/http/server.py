@@ -304,6 +304,7 @@ class _Server:
         self.server_name = plan.host if plan.host not in ("0.0.0.0", "::") else socket.gethostname()
         self.connections: set[_Connection] = set()
         self.draining = False
+        self.dropped = 0
         self.pool = ThreadPoolExecutor(plan.concurrency, thread_name_prefix="pywasm-instance")
         self.slots = asyncio.Semaphore(plan.concurrency)
         self.stopped = asyncio.Event()
@@ -333,6 +334,12 @@ class _Server:
         )
         try:
             os.write(1, line.encode("utf-8", "replace"))
+        except BlockingIOError:
+            # Nobody reads the container's stdout (`ctr run -d` leaves its FIFO unread): drop
+            # the line rather than stall every request behind a full pipe; say so once.
+            if not self.dropped:
+                _log("the container's stdout is full (nobody reads it): access lines dropped")
+            self.dropped += 1
         except OSError:
             pass
 
@@ -391,6 +398,8 @@ def serve(plan: HttpPlan, instances: Instances, base_env: Sequence[tuple[str, st
     # The worker restores default signal actions for guests; a peer closing early must not
     # end the server through SIGPIPE.
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    # Access lines are shorter than PIPE_BUF, so a non-blocking write is whole or refused.
+    os.set_blocking(1, False)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
