@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import ctypes
+import math
 import os
 import signal
 import socket
@@ -29,6 +31,7 @@ import httptools
 import uvloop
 
 from pywasmd.engine import CallResult, Instances
+from pywasmd.errors import ShimError
 from pywasmd.http import cgi
 from pywasmd.http.instance import answer, error_response
 from pywasmd.oci.http import HttpPlan
@@ -36,6 +39,10 @@ from pywasmd.oci.http import HttpPlan
 # Codecs import on first use, and nothing can be imported once the worker is in the container:
 # the event loop may need IDNA (uvloop encodes host names with it).
 codecs.lookup("idna")
+
+_PR_SET_PDEATHSIG = 1
+# Looked up here, on the host's filesystem: nothing can be loaded inside the container.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 #: A client gets this long to send a whole request (headers and body) once it has started one.
 READ_TIMEOUT = 10.0
@@ -295,9 +302,17 @@ def _show(target: bytes) -> str:
 
 class _Server:
     def __init__(
-        self, plan: HttpPlan, instances: Instances, base_env: Sequence[tuple[str, str]]
+        self,
+        plan: HttpPlan,
+        instances: Instances,
+        base_env: Sequence[tuple[str, str]],
+        sock: socket.socket,
+        concurrency: int,
+        children: Sequence[int] = (),
     ) -> None:
         self.plan = plan
+        self.sock = sock
+        self.children = list(children)
         self.instances = instances
         self.base_env = tuple(base_env)
         self.port = plan.port
@@ -305,8 +320,9 @@ class _Server:
         self.connections: set[_Connection] = set()
         self.draining = False
         self.dropped = 0
-        self.pool = ThreadPoolExecutor(plan.concurrency, thread_name_prefix="pywasm-instance")
-        self.slots = asyncio.Semaphore(plan.concurrency)
+        self.concurrency = concurrency
+        self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="pywasm-instance")
+        self.slots = asyncio.Semaphore(concurrency)
         self.stopped = asyncio.Event()
         self.all_closed = asyncio.Event()
 
@@ -347,6 +363,11 @@ class _Server:
         if self.draining:
             return
         self.draining = True
+        for pid in self.children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         for connection in list(self.connections):
             connection.drain()
         self.stopped.set()
@@ -358,15 +379,10 @@ class _Server:
         # The worker kept them blocked since it became the container's pid 1 (the kernel
         # would drop them for an init without a handler): a pending one arrives now.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _GRACEFUL)
-        try:
-            server = await loop.create_server(lambda: _Connection(self), sock=_listen(self.plan))
-        except OSError as exc:
-            _log(f"cannot listen on {self.plan.host}:{self.plan.port}: {exc.strerror or exc}")
-            return 1
-        _log(
-            f"listening on {self.plan.host}:{self.plan.port}, "
-            f"{self.plan.concurrency} instances at most, {self.plan.timeout:g} s each"
-        )
+        if self.children:
+            # uvloop keeps SIGCHLD for itself: look for ended server processes now and then.
+            loop.call_later(1.0, self.reap)
+        server = await loop.create_server(lambda: _Connection(self), sock=self.sock)
         await self.stopped.wait()
         server.close()
         self.closed_one()
@@ -375,6 +391,26 @@ class _Server:
         except asyncio.TimeoutError:
             _log(f"stopping with {len(self.connections)} request(s) unanswered")
         return 0
+
+    def reap(self) -> None:
+        """A server process that ends before SIGTERM is said on stderr (and not replaced)."""
+        for pid in list(self.children):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done, status = pid, 0
+            if done:
+                self.children.remove(pid)
+                if not self.draining:
+                    _log(f"server process {pid} ended: {_status(status)}")
+        if self.children and not self.draining:
+            asyncio.get_running_loop().call_later(1.0, self.reap)
+
+
+def _status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return f"exit status {os.WEXITSTATUS(status)}"
 
 
 def _listen(plan: HttpPlan) -> socket.socket:
@@ -393,16 +429,103 @@ def _listen(plan: HttpPlan) -> socket.socket:
     return sock
 
 
-def serve(plan: HttpPlan, instances: Instances, base_env: Sequence[tuple[str, str]]) -> int:
-    """Serve until SIGTERM/SIGINT; the exit status (0 after a graceful stop)."""
+def processes(plan: HttpPlan) -> int:
+    """As many server processes as the container may use CPUs, at most one per instance."""
+    cpus = len(os.sched_getaffinity(0))
+    quota = _cpu_quota()
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, min(cpus, plan.concurrency))
+
+
+def _cpu_quota() -> float | None:
+    """CPUs the container's cgroup allows (its own cgroup is /sys/fs/cgroup in the sandbox)."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as f:
+            quota, period = f.read().split()
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", encoding="ascii") as f:
+            quota_us = int(f.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us", encoding="ascii") as f:
+            period_us = int(f.read())
+    except (OSError, ValueError):
+        return None
+    return None if quota_us <= 0 else quota_us / period_us
+
+
+def serve(
+    plan: HttpPlan, prepare: Callable[[], Instances], base_env: Sequence[tuple[str, str]]
+) -> int:
+    """Serve until SIGTERM/SIGINT; the exit status (0 after a graceful stop).
+
+    ``prepare`` makes the engine's per-request instances; it runs in every server process
+    (each has its own threads and memfds).  The listening socket is made once and shared:
+    whichever process is idle accepts.
+    """
     # The worker restores default signal actions for guests; a peer closing early must not
     # end the server through SIGPIPE.
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     # Access lines are shorter than PIPE_BUF, so a non-blocking write is whole or refused.
     os.set_blocking(1, False)
+    try:
+        sock = _listen(plan)
+    except OSError as exc:
+        _log(f"cannot listen on {plan.host}:{plan.port}: {exc.strerror or exc}")
+        return 1
+    count = processes(plan)
+    shares = [plan.concurrency // count + (i < plan.concurrency % count) for i in range(count)]
+    children: list[int] = []
+    for share in shares[1:]:
+        pid = os.fork()
+        if pid == 0:
+            # A copy dies with the first process (the container's pid 1, which the shim
+            # watches) and takes the signals it would otherwise get only from it.
+            _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            signal.pthread_sigmask(signal.SIG_SETMASK, _GRACEFUL)
+            os._exit(_serve_one(plan, prepare, base_env, sock, share))
+        children.append(pid)
+    _log(
+        f"listening on {plan.host}:{plan.port}: {count} process(es), {plan.concurrency} "
+        f"instances at most, {plan.timeout:g} s each"
+    )
+    status = _serve_one(plan, prepare, base_env, sock, shares[0], children)
+    deadline = time.monotonic() + plan.timeout + DRAIN_MARGIN
+    for pid in children:
+        while time.monotonic() < deadline:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done:
+                break
+            time.sleep(0.01)
+        else:
+            _log(f"server process {pid} did not stop in time")
+    return status
+
+
+def _serve_one(
+    plan: HttpPlan,
+    prepare: Callable[[], Instances],
+    base_env: Sequence[tuple[str, str]],
+    sock: socket.socket,
+    concurrency: int,
+    children: Sequence[int] = (),
+) -> int:
+    try:
+        instances = prepare()
+    except Exception as exc:  # noqa: BLE001 - the container's stderr is where it must show
+        _log(f"cannot serve: {exc.message if isinstance(exc, ShimError) else exc}")
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+        return 126
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(_Server(plan, instances, base_env).main())
+        server = _Server(plan, instances, base_env, sock, concurrency, children)
+        return loop.run_until_complete(server.main())
     finally:
         sys.stdout.flush()

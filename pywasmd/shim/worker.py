@@ -183,16 +183,10 @@ def main(log_fd: int | None = None) -> None:
         os._exit(0)
 
     if http is not None:
-        # Threads (the engine's epoch ticker, the instance pool) start only after ready():
-        # capabilities and seccomp apply to the calling thread, not to threads made before.
+        # Threads and processes (the engine's epoch ticker, the instance pool, more servers)
+        # start only after ready(): capabilities and seccomp apply per thread.
         ready()
-        try:
-            instances = engine.prepare_instances(loaded, plan)
-        except Exception as exc:  # noqa: BLE001 - the container's stderr is where it must show
-            reason = exc.message if isinstance(exc, ShimError) else str(exc)
-            print(f"pywasm: cannot serve HTTP: {reason}", file=sys.stderr, flush=True)
-            os._exit(126)
-        os._exit(http(instances))
+        os._exit(http(lambda: engine.prepare_instances(loaded, plan)))
 
     # The control socket stays open while the guest runs (WASI gives it no way to reach
     # it): the shim learns through it why the guest ended.
@@ -260,7 +254,7 @@ def _test_payload(plan: WasiPlan) -> str | None:
         return f.read()
 
 
-def _http_front(plan: WasiPlan) -> Callable[[Instances], int] | None:
+def _http_front(plan: WasiPlan) -> Callable[[Callable[[], Instances]], int] | None:
     """The HTTP server of a ``pywasm.io/trigger=http`` container, imported while the host's
     filesystem is still there (nothing can be imported after pivot_root)."""
     if plan.http is None:
@@ -268,7 +262,7 @@ def _http_front(plan: WasiPlan) -> Callable[[Instances], int] | None:
     from pywasmd.http.server import serve
 
     http = plan.http
-    return lambda instances: serve(http, instances, plan.env)
+    return lambda prepare: serve(http, prepare, plan.env)
 
 
 def _tell(message: bytes) -> None:
