@@ -23,6 +23,7 @@ import resource
 import signal
 import sys
 import termios
+import time
 from typing import TYPE_CHECKING
 
 from pywasmd.shim import sandbox
@@ -56,7 +57,7 @@ def _load(engine: Engine, plan: WasiPlan) -> object:
     from pywasmd.errors import ShimError
 
     if os.environ.get("PYWASM_CACHE") == "off":
-        return engine.load(plan)
+        return engine.load_precompiled(_compile_apart(engine, plan), plan)
     cache = CompileCache()
     key = cache.key(engine, plan)
     path = cache.lookup(key)
@@ -73,9 +74,69 @@ def _load(engine: Engine, plan: WasiPlan) -> object:
             reason = exc.message if isinstance(exc, ShimError) else str(exc)
             logging.getLogger("pywasmd.cache").warning("dropping cache entry %s: %s", key, reason)
             cache.discard(key)
-    data = engine.precompile(plan)
+    data = _compile_apart(engine, plan)
     cache.store(key, data)
     return engine.load_precompiled(data, plan)
+
+
+#: How long a module may take to compile; a larger one is refused with a message.
+COMPILE_TIMEOUT = float(os.environ.get("PYWASM_COMPILE_TIMEOUT", "600"))
+
+
+def _compile_apart(engine: Engine, plan: WasiPlan) -> bytes:
+    """Compile in a child process, outside what becomes the container: the compiler's
+    threads, memory and time are never the worker's (it stays one thread, so every per-thread
+    setting of its sandbox covers it), and a compile that runs away is ended."""
+    import select
+
+    from pywasmd import errors
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        # A container deleted while it compiles takes its compiler with it.
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        try:
+            out = b"ok\n" + engine.precompile(plan)
+        except errors.ShimError as exc:
+            out = f"{type(exc).__name__}\n{exc.message}".encode()
+        except Exception as exc:  # noqa: BLE001 - the parent turns it into the Create error
+            out = f"Internal\n{type(exc).__name__}: {exc}".encode()
+        with open(write_end, "wb") as f:
+            f.write(out)
+        os._exit(0)
+    os.close(write_end)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + COMPILE_TIMEOUT
+    with open(read_end, "rb", buffering=0) as f:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([f], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise errors.Unavailable(
+                    f"compiling {plan.argv[0]!r} took longer than {COMPILE_TIMEOUT:.0f}s "
+                    "(PYWASM_COMPILE_TIMEOUT in the shim's environment); warm the node's "
+                    "compile cache ahead with `pywasm warm IMAGE`"
+                )
+            chunk = f.read(1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    kind, _, rest = b"".join(chunks).partition(b"\n")
+    if kind == b"ok" and status == 0:
+        return rest
+    if not kind:
+        raise errors.Internal(
+            f"the compiler of {plan.argv[0]!r} died (wait status {status}); out of memory? "
+            "see the shim log"
+        )
+    cls = getattr(errors, kind.decode(), errors.Internal)
+    if not (isinstance(cls, type) and issubclass(cls, errors.ShimError)):
+        cls = errors.Internal
+    raise cls(rest.decode(errors="replace"))
 
 
 def _reset_signals() -> None:
