@@ -1,0 +1,108 @@
+"""An HTTP function published with `docker run -p` on Docker 28's default bridge (docs/http.md).
+
+Docker on a private containerd 2.1 inside a network namespace the test makes (the harness of
+integration/test_network_docker.py, integration/netns.py; used as is). The function is the C
+CGI guest (integration/guests/cgi.c):
+
+    docker run -d -p 8080:8080 --annotation pywasm.io/trigger=http \\
+        --runtime=io.containerd.pywasm.v1 --platform=wasi/wasm pw-http-cgi
+    curl -X POST --data-binary @body 'http://127.0.0.1:8080/api/items?id=7'
+    docker logs      # one access line per request
+    docker stop      # returns at once, exit code 0
+
+Every request is made from inside the test namespace.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from integration import guests, images
+from integration.containerd import new_id
+from integration.docker import DOCKERD, PYWASM
+from integration.netns import Stack
+from integration.test_docker_bridge import explain
+from integration.test_network_docker import curl, docker_proxies, wait_200
+
+WASM = (f"--runtime={PYWASM}", "--platform=wasi/wasm")
+IMAGE = images.ref("http-cgi")
+PORT = 8080
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    if not DOCKERD.exists():
+        pytest.fail(f"{DOCKERD} is missing: run scripts/fetch-docker.sh (make install)")
+    s = Stack("2.1", docker=True)
+    try:
+        s.start()
+        s.docker.load(images.build_wasm_archive("http-cgi", guests.build("cgi")))
+    except Exception:
+        s.stop()
+        raise
+    try:
+        yield s
+    finally:
+        left = s.stop()
+        assert not left, f"tearing the bridge stack down found: {left}"
+
+
+def test_function_behind_published_port(stack: Stack) -> None:
+    d = stack.docker
+    name = new_id("http-p")
+    began = time.monotonic()
+    r = d.docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "-p",
+        f"{PORT}:{PORT}",
+        "--annotation",
+        "pywasm.io/trigger=http",
+        "-e",
+        "GREETING=hi",
+        *WASM,
+        IMAGE,
+        timeout=60,
+    )
+    assert r.returncode == 0, explain(r)
+    url = f"http://127.0.0.1:{PORT}"
+    try:
+        took, _ = wait_200(stack, f"{url}/ready")
+        print(f"docker run -d to the first 200 through -p: {time.monotonic() - began:.2f}s")
+
+        answer = curl(
+            stack, f"{url}/api/items?id=7", "-H", "X-Test: via-docker", "--data-binary", "{}"
+        )
+        assert answer.returncode == 0, explain(answer)
+        assert answer.stdout.startswith("HTTP/1.1 200 OK\r\n"), explain(answer)
+        assert answer.stdout.endswith(
+            "\r\n\r\nmethod=POST\npath=/api/items\nquery=id=7\nheader=via-docker\nlength=2\nbody={}"
+        ), explain(answer)
+        env = curl(stack, f"{url}/env")
+        assert "\nGREETING=hi\n" in env.stdout, explain(env)
+        # Through the userland proxy the client is the bridge's gateway, not 127.0.0.1.
+        assert "\nREMOTE_ADDR=172." in env.stdout, explain(env)
+        assert curl(stack, f"{url}/notfound").stdout.startswith("HTTP/1.1 404 ")
+        assert docker_proxies(stack), "no docker-proxy serves the published port"
+
+        logs = d.docker("logs", name, timeout=20)
+        assert '"POST /api/items?id=7 HTTP/1.1" 200 ' in logs.stdout, explain(logs)
+        assert '"GET /notfound HTTP/1.1" 404 14 ' in logs.stdout, explain(logs)
+        assert "listening on 0.0.0.0:8080" in logs.stderr, explain(logs)
+
+        t0 = time.monotonic()
+        stop = d.docker("stop", name, timeout=30)
+        stop_seconds = time.monotonic() - t0
+        print(f"docker stop of an idle function: {stop_seconds:.3f}s")
+        assert stop.returncode == 0, explain(stop)
+        state = d.container_state(name)
+        assert (state["Status"], state["ExitCode"]) == ("exited", 0), state
+        assert stop_seconds < 2.0, f"docker stop took {stop_seconds:.2f}s"
+    finally:
+        rm = d.docker("rm", "-f", name, timeout=60)
+    assert rm.returncode == 0, explain(rm)
