@@ -361,10 +361,9 @@ def test_non_root_user_with_seccomp(containerd: Containerd, function: Any) -> No
     assert caps == "0000000000000000" if user else caps != "000001ffffffffff"
     assert fields["Seccomp"].strip() == "2"
     # The threads HTTP mode starts (instance pool, epoch ticker) come after ready(), so they
-    # hold the main thread's capabilities and filter (both are per thread in Linux).  The
-    # sandbox's init-signal guard (pid + 1) is started at Create, before either is applied:
-    # it keeps the shim's capabilities and no filter (reported; it only runs sigwait).
-    tids = [t for t in os.listdir(f"/proc/{pid}/task") if t != str(pid + 1)]
+    # hold the main thread's capabilities and filter (both are per thread in Linux); so does
+    # the sandbox's init-signal guard, started once the sandbox is whole.
+    tids = os.listdir(f"/proc/{pid}/task")
     assert len(tids) >= 4, tids
     for tid in tids:
         with open(f"/proc/{pid}/task/{tid}/status") as st:
