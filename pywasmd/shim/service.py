@@ -164,8 +164,12 @@ class TaskService:
         artifact_lookup: ArtifactLookup | None = None,
         entrypoint_lookup: EntrypointLookup | None = None,
         runc: Runc | None = None,
+        kill: Callable[[int, int], None] = os.kill,
     ) -> None:
         self._launcher = launcher
+        #: os.kill (a negative pid is a process group); tests pass a fake one with their fake
+        #: launcher, whose pids are no process's.
+        self._kill = kill
         self._reaper = reaper
         self._publish = publisher.publish
         self._artifact_lookup = artifact_lookup
@@ -311,7 +315,7 @@ class TaskService:
         return worker
 
     def _discard(self, worker: Worker) -> None:
-        _kill_quietly(worker.pid, signal.SIGKILL)
+        _kill_quietly(self._kill, worker.pid, signal.SIGKILL)
         self._reaper.watch(worker.pid, lambda _status: None)
         worker.close()
 
@@ -418,7 +422,7 @@ class TaskService:
         # The container ends with its init, as under runc: exec'd guests go with it.
         for ex in task.execs.values():
             if not ex.status.finished and ex.pid:
-                _kill_quietly(ex.pid, signal.SIGKILL)
+                _kill_quietly(self._kill, ex.pid, signal.SIGKILL)
         task.status = next_state(task.status, Op.EXIT, task.id)
         task.exit_status = status
         task.exited_at_ns = time.time_ns()
@@ -463,7 +467,7 @@ class TaskService:
             next_state(ex.status, Op.KILL, f"exec {req.exec_id!r}")
             if not ex.pid:
                 raise FailedPrecondition(f"exec {req.exec_id!r} has not started: nothing to kill")
-            _signal(ex.pid, req.signal, f"exec {req.exec_id!r}")
+            _signal(self._kill, ex.pid, req.signal, f"exec {req.exec_id!r}")
             return empty_pb2.Empty()
         task = self._task(req.id, req.exec_id)
         next_state(task.status, Op.KILL, req.id)
@@ -471,7 +475,7 @@ class TaskService:
             assert self._runc is not None
             await self._runc.kill_all(task.id, task.bundle, req.signal)
             return empty_pb2.Empty()
-        _signal(task.pid, req.signal, f"container {req.id!r}", group=req.all)
+        _signal(self._kill, task.pid, req.signal, f"container {req.id!r}", group=req.all)
         return empty_pb2.Empty()
 
     async def delete(self, req: pb.DeleteRequest) -> pb.DeleteResponse:
@@ -484,7 +488,7 @@ class TaskService:
             assert self._runc is not None
             await self._runc.delete(task.id, task.bundle)
         if was is Status.CREATED:
-            _kill_quietly(task.pid, signal.SIGKILL)
+            _kill_quietly(self._kill, task.pid, signal.SIGKILL)
             try:
                 await asyncio.wait_for(task.exited.wait(), _KILL_WAIT)
             except TimeoutError:
@@ -582,7 +586,7 @@ class TaskService:
                 return
         except OSError as exc:
             log.warning("%s: cgroup freezer failed (%s); stopping the process", task.id, exc)
-        _kill_quietly(task.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+        _kill_quietly(self._kill, task.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
 
     async def resize_pty(self, req: pb.ResizePtyRequest) -> empty_pb2.Empty:
         io = self._exec(req.id, req.exec_id)[1].io if req.exec_id else self._task(req.id).io
@@ -744,7 +748,7 @@ class TaskService:
         if ex.status is Status.RUNNING and not force:
             raise FailedPrecondition(f"exec {ex.id!r} is running: kill it first")
         if not ex.status.finished and ex.pid:
-            _kill_quietly(ex.pid, signal.SIGKILL)
+            _kill_quietly(self._kill, ex.pid, signal.SIGKILL)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ex.exited.wait(), _KILL_WAIT)
         ex.io.close()
@@ -785,9 +789,11 @@ def _state(proc: Task | ExecProcess, id: str, bundle: str, exec_id: str) -> pb.S
     return resp
 
 
-def _signal(pid: int, sig: int, what: str, group: bool = False) -> None:
+def _signal(
+    kill: Callable[[int, int], None], pid: int, sig: int, what: str, group: bool = False
+) -> None:
     try:
-        (os.killpg if group else os.kill)(pid, sig)
+        kill(-pid if group else pid, sig)
     except ProcessLookupError:
         raise NotFound(f"{what}: process already finished") from None
     except (ValueError, OSError) as exc:
@@ -797,9 +803,9 @@ def _signal(pid: int, sig: int, what: str, group: bool = False) -> None:
         raise Internal(f"{what}: cannot send signal {sig} to pid {pid}: {exc}") from exc
 
 
-def _kill_quietly(pid: int, sig: int) -> None:
+def _kill_quietly(kill: Callable[[int, int], None], pid: int, sig: int) -> None:
     try:
-        os.kill(pid, sig)
+        kill(pid, sig)
     except OSError:
         pass
 
