@@ -8,6 +8,7 @@ calls without fd or memory growth.  wasmer and components are refused with the f
 from __future__ import annotations
 
 import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -132,3 +133,15 @@ def test_epoch_is_part_of_the_cache_key(guests: dict[str, Path], tmp_path: Path)
     plan = _plan(guests["cgi"], tmp_path)
     command = WasiPlan(plan.module, plan.argv, (), "/", ())
     assert engine.fingerprint(plan) != engine.fingerprint(command)
+
+
+@pytest.mark.skipif(
+    sys.version_info >= (3, 11),
+    reason="wasmer-python imports on CPython <= 3.10 only (scripts/test-engines310.sh)",
+)
+def test_wasmer_refuses_http_functions(guests: dict[str, Path], tmp_path: Path) -> None:
+    engine = get_engine("wasmer")
+    with pytest.raises(InvalidArgument, match="HTTP functions .* need the wasmtime engine"):
+        engine.load(_plan(guests["cgi"], tmp_path))
+    with pytest.raises(InvalidArgument, match="need the wasmtime engine"):
+        engine.prepare_instances(object(), _plan(guests["cgi"], tmp_path))
