@@ -22,6 +22,10 @@ _HOP_BY_HOP = frozenset(
 _NOT_FORWARDED = frozenset({b"content-length", b"content-type", b"proxy"})
 
 
+class BadRequest(ValueError):
+    """The request cannot be handed to a CGI program; the message says why (400)."""
+
+
 @dataclass(frozen=True)
 class Request:
     method: str
@@ -50,9 +54,9 @@ def environ(request: Request, base: Iterable[tuple[str, str]] = ()) -> list[tupl
         # The function answers every path: it is the whole site, so SCRIPT_NAME is empty and
         # PATH_INFO the whole (decoded) path, as WAGI and Spin's wagi executor do.
         "SCRIPT_NAME": "",
-        "PATH_INFO": unquote_to_bytes(path).decode("utf-8", "surrogateescape"),
-        "QUERY_STRING": query.decode("latin-1"),
-        "REQUEST_URI": request.target.decode("latin-1"),
+        "PATH_INFO": _text(unquote_to_bytes(path)),
+        "QUERY_STRING": _text(query),
+        "REQUEST_URI": _text(request.target),
         "REMOTE_ADDR": request.remote_addr,
         "REMOTE_PORT": str(request.remote_port),
     }
@@ -60,7 +64,7 @@ def environ(request: Request, base: Iterable[tuple[str, str]] = ()) -> list[tupl
     joined: dict[str, list[str]] = {}
     for raw_name, raw_value in request.headers:
         name = raw_name.lower()
-        value = raw_value.decode("latin-1")
+        value = _text(raw_value)
         if name == b"host":
             host = value
         if name == b"content-type":
@@ -77,9 +81,22 @@ def environ(request: Request, base: Iterable[tuple[str, str]] = ()) -> list[tupl
         cgi["CONTENT_LENGTH"] = str(request.body_length)
     if host:
         cgi["SERVER_NAME"] = _host_name(host) or request.server_name
+    for key, value in cgi.items():
+        if "\0" in value:
+            # A C string ends there: the guest would see a shorter path than was asked for.
+            raise BadRequest(f"{key} would hold a NUL character (%00)")
     env = [(k, v) for k, v in base if k not in cgi]
     env.extend(sorted(cgi.items()))
     return env
+
+
+def _text(raw: bytes) -> str:
+    """An environment value: WASI hands the guest UTF-8, so bytes that are UTF-8 pass as they
+    are; anything else is read as Latin-1 (every byte a character) rather than refused."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 def _host_name(host: str) -> str:

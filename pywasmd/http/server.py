@@ -50,6 +50,8 @@ READ_TIMEOUT = 10.0
 IDLE_TIMEOUT = 30.0
 #: Request line and headers together.
 MAX_HEAD = 64 * 1024
+#: Requests of one connection read ahead of the one being served.
+_MAX_PIPELINED = 8
 #: How long SIGTERM waits for running requests beyond their own timeout.
 DRAIN_MARGIN = 2.0
 _GRACEFUL = (signal.SIGTERM, signal.SIGINT)
@@ -84,6 +86,7 @@ class _Connection(asyncio.Protocol):
         self.current: _Request | None = None
         self.queue: list[tuple[_Request, bool]] = []
         self.busy = False
+        self.paused = False
         self.closing = False
         self.timer: asyncio.TimerHandle | None = None
 
@@ -160,6 +163,10 @@ class _Connection(asyncio.Protocol):
         self.current = None
         self._disarm()
         self.queue.append((request, self.parser.should_keep_alive()))
+        if len(self.queue) >= _MAX_PIPELINED and self.transport is not None:
+            # A client pipelining faster than its requests are served waits in TCP, not here.
+            self.transport.pause_reading()
+            self.paused = True
         if not self.busy:
             self.busy = True
             asyncio.ensure_future(self._work())
@@ -170,6 +177,9 @@ class _Connection(asyncio.Protocol):
         try:
             while self.queue and not self.closing_now():
                 request, keep_alive = self.queue.pop(0)
+                if self.paused and self.transport is not None:
+                    self.transport.resume_reading()
+                    self.paused = False
                 await self._serve(request, keep_alive)
         finally:
             self.busy = False
@@ -184,25 +194,19 @@ class _Connection(asyncio.Protocol):
 
     async def _serve(self, request: _Request, keep_alive: bool) -> None:
         server = self.server
-        framed = any(
-            n.lower() in (b"content-length", b"transfer-encoding") for n, _ in request.headers
-        )
-        env = cgi.environ(
-            cgi.Request(
-                method=request.method,
-                target=request.target,
-                headers=request.headers,
-                body_length=len(request.body) if framed or request.body else None,
-                server_name=server.server_name,
-                server_port=server.port,
-                remote_addr=self.peer[0],
-                remote_port=self.peer[1],
-                protocol=f"HTTP/{request.version}",
-            ),
-            server.base_env,
-        )
-        result = await server.run(env, bytes(request.body))
-        if result is None:
+        try:
+            env = self._environ(request)
+        except cgi.BadRequest as exc:
+            self._refuse(400, str(exc), request)
+            return
+        try:
+            result: CallResult | None | Exception = await server.run(env, bytes(request.body))
+        except Exception as exc:  # noqa: BLE001 - one request must not take the connection down
+            result = exc
+        if isinstance(result, Exception):
+            status_answer = error_response(500)
+            problem = f"the engine failed: {type(result).__name__}: {result}"
+        elif result is None:
             status_answer = error_response(504)
             problem = (
                 f"the guest ran over {server.plan.timeout:g} s (pywasm.io/http-timeout) "
@@ -218,6 +222,26 @@ class _Connection(asyncio.Protocol):
         self._send(request, status_answer, keep)
         if not keep and self.transport is not None:
             self.transport.close()
+
+    def _environ(self, request: _Request) -> list[tuple[str, str]]:
+        server = self.server
+        framed = any(
+            n.lower() in (b"content-length", b"transfer-encoding") for n, _ in request.headers
+        )
+        return cgi.environ(
+            cgi.Request(
+                method=request.method,
+                target=request.target,
+                headers=request.headers,
+                body_length=len(request.body) if framed or request.body else None,
+                server_name=server.server_name,
+                server_port=server.port,
+                remote_addr=self.peer[0],
+                remote_port=self.peer[1],
+                protocol=f"HTTP/{request.version}",
+            ),
+            server.base_env,
+        )
 
     def _send(self, request: _Request | None, response: cgi.Response, keep: bool) -> None:
         if self.transport is None or self.transport.is_closing():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pywasmd.http.cgi import MalformedResponse, Request, environ, parse_response
+from pywasmd.http.cgi import BadRequest, MalformedResponse, Request, environ, parse_response
 
 
 def _request(**kw: object) -> Request:
@@ -128,3 +128,23 @@ def test_framing_headers_of_the_guest_are_dropped() -> None:
 def test_malformed_output(out: bytes, why: str) -> None:
     with pytest.raises(MalformedResponse, match=why):
         parse_response(out)
+
+
+def test_utf8_passes_other_bytes_read_as_latin1() -> None:
+    env = dict(
+        environ(
+            _request(
+                target=b"/caf%C3%A9?q=%FF",
+                headers=[(b"X-A", "été".encode()), (b"X-B", b"\xe9t\xe9")],
+            )
+        )
+    )
+    assert env["PATH_INFO"] == "/café"
+    assert dict(environ(_request(target=b"/caf%C3%A9%FF")))["PATH_INFO"] == "/caf\xc3\xa9\xff"
+    assert env["QUERY_STRING"] == "q=%FF"
+    assert (env["HTTP_X_A"], env["HTTP_X_B"]) == ("été", "été")
+
+
+def test_nul_is_a_bad_request() -> None:
+    with pytest.raises(BadRequest, match="PATH_INFO would hold a NUL"):
+        environ(_request(target=b"/a%00b"))
