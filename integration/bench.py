@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from integration import bench_http, images
+from integration import bench_http, bench_scale, images
 from integration.bench_node import (
     NATIVE,
     PYTHON,
@@ -63,8 +63,13 @@ CHART = REPO / "docs" / "bench-start-latency.png"
 PYWASM = "io.containerd.pywasm.v1"
 RUNC = "io.containerd.runc.v2"
 RUNTIMES = {"pywasm": PYWASM, "runc": RUNC}
-#: what `--only` selects: the per-containerd targets 1-5, the HTTP section (6)
-PARTS = ("ctr", "http")
+#: what `--only` selects: the per-containerd targets 1-5, the HTTP section (6), and issue 17's
+#: parts in integration/bench_scale.py (idle PSS at 20 and 200 containers, the 75 MB clang
+#: module, idle HTTP functions)
+SCALE_PARTS = ("density200", "clang", "functions")
+PARTS = ("ctr", "http", *SCALE_PARTS)
+#: what a run without `--only` measures; the scale parts take ~N min more (`--only` each)
+DEFAULT_PARTS = ("ctr", "http")
 GROUP_ANNOTATION = "pywasm.io/group"
 
 Json = dict[str, Any]
@@ -603,13 +608,17 @@ def summary_rows(results: Json) -> list[list[str]]:
         st = r.get("start", {})
         pw, rc = median(st.get("pywasm", [])), median(st.get("runc", []))
         x = ratio(pw, rc)
-        rows.append(
-            ["1 start", label, ms(pw), ms(rc), fmt_ratio(x), "≤ 0.75×", _verdict(x, 0.75, True)]
-        )
+        if st:
+            rows.append(
+                ["1 start", label, ms(pw), ms(rc), fmt_ratio(x), "≤ 0.75×", _verdict(x, 0.75, True)]
+            )
         sp = r.get("spans", {})
         spw = median([d["span"] for d in sp.get("pywasm", [])])
         src = median([d["span"] for d in sp.get("runc", [])])
-        rows.append(["1 shim span", label, ms(spw), ms(src), fmt_ratio(ratio(spw, src)), "", ""])
+        if sp:
+            rows.append(
+                ["1 shim span", label, ms(spw), ms(src), fmt_ratio(ratio(spw, src)), "", ""]
+            )
         py = r.get("python")
         if py:
             later, hello = median(py["later"]), median(py["hello"])
@@ -658,6 +667,7 @@ def summary_rows(results: Json) -> list[list[str]]:
                         _verdict(x, target, True),
                     ]
                 )
+        rows += bench_scale.summary_rows(r, label)
         cpu = r.get("cpu", {})
         if cpu:
             a, b = median(cpu["pywasm"]["guest"]), median(cpu["runc"]["guest"])
@@ -799,24 +809,28 @@ def report(results: Json, chart: Path | None) -> str:
                     col("after"),
                 ]
             )
-        lines += [
-            f"### 1. `ctr run --rm` hello ({s['runs']} runs each; median (min-max))",
-            "",
-            *table(
-                [
-                    "runtime",
-                    "end to end",
-                    "ok runs",
-                    "shim span (`start` exec → `delete` exit)",
-                    "`start` process",
-                    "`delete` process",
-                    "ctr exec → `start` exec",
-                    "`delete` exit → ctr exit",
-                ],
-                rows,
-            ),
-            "",
-        ]
+        lines += (
+            []
+            if not st
+            else [
+                f"### 1. `ctr run --rm` hello ({s['runs']} runs each; median (min-max))",
+                "",
+                *table(
+                    [
+                        "runtime",
+                        "end to end",
+                        "ok runs",
+                        "shim span (`start` exec → `delete` exit)",
+                        "`start` process",
+                        "`delete` process",
+                        "ctr exec → `start` exec",
+                        "`delete` exit → ctr exit",
+                    ],
+                    rows,
+                ),
+                "",
+            ]
+        )
         py = r.get("python")
         if py:
             first = "failed: " + py["first_error"] if py["first"] is None else ms(py["first"])
@@ -894,6 +908,7 @@ def report(results: Json, chart: Path | None) -> str:
                 ),
                 "",
             ]
+        lines += bench_scale.report_lines(r)
         if r.get("breakdown"):
             lines += _breakdown_lines(version, r["breakdown"])
         fails = [(k, v) for k, v in r.get("failures", {}).items()]
@@ -934,7 +949,10 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, help="the report (default: BENCHMARKS.md unless --only)"
     )
     parser.add_argument(
-        "--only", choices=PARTS, help="one part: ctr (targets 1-5) or http (6); default both"
+        "--only",
+        choices=PARTS,
+        help="one part: ctr (targets 1-5), http (6), density200, clang or functions (issue 17;"
+        f" integration/bench_scale.py); default: {' and '.join(DEFAULT_PARTS)}",
     )
     parser.add_argument(
         "--report-only", action="store_true", help=f"rewrite the report from {RESULTS}"
@@ -947,7 +965,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.runs:
             s = Settings(**{**s.__dict__, "runs": args.runs})
         http = bench_http.HttpSettings.smoke() if args.smoke else bench_http.HttpSettings.full()
-        results = run_all(s, (args.only,) if args.only else PARTS, http)
+        results = run_all(s, (args.only,) if args.only else DEFAULT_PARTS, http, smoke=args.smoke)
     text = report(results, None)
     print(text, flush=True)
     if args.smoke:
@@ -979,6 +997,10 @@ def _complete(results: Json) -> bool:
     if "http" in results and not bench_http.complete(results["http"]):
         return False
     for r in results["versions"].values():
+        if not bench_scale.complete(r):
+            return False
+        if "start" not in r:  # only issue 17's scale parts ran
+            continue
         if not all(r["start"][n] for n in RUNTIMES) or not all(r["spans"][n] for n in RUNTIMES):
             return False
         if not all(r["cpu"][n]["guest"] for n in RUNTIMES):
@@ -992,6 +1014,7 @@ def run_all(
     s: Settings,
     parts: Sequence[str] = ("ctr", "http"),
     http: bench_http.HttpSettings | None = None,
+    smoke: bool = False,
 ) -> Json:
     t0 = time.monotonic()
     results: Json = {
@@ -1008,6 +1031,11 @@ def run_all(
         results["versions"][version] = bench_version(
             version, s, flip=bool(i % 2), log=lambda m: print(m, flush=True)
         )
+    scale = [p for p in SCALE_PARTS if p in parts]
+    for version in s.versions if scale else ():
+        print(f"containerd {version}: {', '.join(scale)} ...", flush=True)
+        found = bench_scale.measure(version, scale, lambda m: print(m, flush=True), smoke=smoke)
+        results["versions"].setdefault(version, {}).update(found)
     if "http" in parts:
         print("http (Docker 28 -p, containerd 2.1) ...", flush=True)
         results["http"] = bench_http.measure(http or bench_http.HttpSettings.full())
