@@ -191,13 +191,14 @@ class FakeLauncher:
         return pid not in self._gone and any(w.pid == pid for w in self.workers)
 
     def kill(self, pid: int, sig: int) -> None:
-        """``os.kill`` for fake processes, with its errors: EINVAL for a number that is no
-        signal, ESRCH for a process that is gone or was never spawned here."""
+        """``os.kill`` for fake processes, with its errors: ESRCH for a process that is gone or
+        was never spawned here, EINVAL for a number that is no signal."""
         self.signals.append((pid, sig))
-        if sig != 0 and sig not in _SIGNALS:
-            raise OSError(errno.EINVAL, "Invalid argument")
         target = abs(pid)
+        # In kill(2)'s order: a missing process is ESRCH whatever the signal.
         if not self.alive(target):
             raise ProcessLookupError(errno.ESRCH, "No such process")
+        if sig != 0 and sig not in _SIGNALS:
+            raise OSError(errno.EINVAL, "Invalid argument")
         if sig in _FATAL and self.worker(target).exits_on_signal:
             self.exit(target, 128 + sig)
