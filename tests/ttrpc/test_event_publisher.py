@@ -202,13 +202,20 @@ def test_close_gives_up_within_its_timeout(serving: Any, sock_path: str) -> None
     assert run(main()) < 2
 
 
-def test_close_without_start() -> None:
-    async def main() -> None:
-        pub = TtrpcEventPublisher("/nonexistent", "default")
-        pub.publish("/tasks/start", task_pb2.TaskStart())
-        await pub.close(timeout=0.1)
+def test_close_without_start_sends_nothing_and_does_not_wait(serving: Any, sock_path: str) -> None:
+    fake = FakeEvents()
 
-    run(main())
+    async def main() -> float:
+        async with serving(fake.services()):
+            pub = publisher(sock_path)
+            pub.publish("/tasks/start", task_pb2.TaskStart())
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            await pub.close(timeout=5)
+            return loop.time() - began
+
+    assert run(main()) < 1
+    assert fake.attempts == 0
 
 
 def test_event_is_serialized_when_published(serving: Any, sock_path: str) -> None:
@@ -239,10 +246,17 @@ def test_recording_publisher_is_an_event_publisher() -> None:
 
 
 def test_no_address_drops_events_at_once() -> None:
-    async def main() -> None:
+    async def main() -> tuple[list[str], float]:
         pub = TtrpcEventPublisher("", "default")
         pub.start()
+        tasks = [task.get_name() for task in asyncio.all_tasks()]
         pub.publish("/tasks/start", task_pb2.TaskStart())
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         await pub.close(timeout=5)
+        return tasks, loop.time() - began
 
-    run(main(), timeout=1)
+    tasks, closing = run(main())
+    # No forwarder to retry for a minute, and close does not wait out its timeout.
+    assert "event-forwarder" not in tasks
+    assert closing < 1
