@@ -12,7 +12,9 @@ The tests run a copy with PORT and TARGET filled in (`render`). Every attempt is
 machine even when it succeeds: the files it creates are new empty files with a random name, the
 mount names a filesystem type that does not exist (ENODEV when the mount was allowed, EPERM when
 refused), the module calls pass no module (EBADF/EFAULT when allowed), ptrace uses PTRACE_SEIZE
-(no stop; released when this process exits), and the raised limit is this process's own.
+(no stop; released when this process exits), the raised limit is this process's own, and the
+directory `mkdir` makes (a custom seccomp profile may refuse it) is removed at once, as is the
+block device node of loop0 that `device` makes and opens read-only (the device cgroup decides).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ _RLIMIT_NOFILE = 7
 _KEYCTL_GET_KEYRING_ID = 0
 _KEY_SPEC_PROCESS_KEYRING = -2
 _KEY_SPEC_SESSION_KEYRING = -3
+_S_IFBLK = 0o060000
 
 ATTEMPTS = (
     "shadow",
@@ -49,6 +52,8 @@ ATTEMPTS = (
     "rlimit",
     "keyctl",
     "add_key",
+    "mkdir",
+    "device",
 )
 
 
@@ -89,6 +94,33 @@ def _create(path: str) -> str:
         return _name(e.errno or 0)
     os.close(fd)
     return f"created {path}"
+
+
+def _mkdir(path: str) -> str:
+    # Made and removed at once: a refusal by a custom seccomp profile shows as EPERM.
+    try:
+        os.mkdir(path, 0o700)
+    except OSError as e:
+        return _name(e.errno or 0)
+    os.rmdir(path)
+    return "ok"
+
+
+def _device(path: str) -> str:
+    # loop0 (block 7:0): runc's device cgroup lets a container make any node (`b *:* m`) but
+    # open only the allowed ones; opening an unbound loop device read-only changes nothing.
+    try:
+        os.mknod(path, _S_IFBLK | 0o600, os.makedev(7, 0))
+    except OSError as e:
+        return "mknod " + _name(e.errno or 0)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        return "open " + _name(e.errno or 0)
+    finally:
+        os.unlink(path)
+    os.close(fd)
+    return "opened"
 
 
 def _shadow() -> str:
@@ -176,6 +208,10 @@ def attempt(what: str, libc: ctypes.CDLL, token: str) -> str:
         return _syscall(
             libc, _SYS_ADD_KEY, b"user", b"pw-escape", b"x", 1, _KEY_SPEC_PROCESS_KEYRING
         )
+    if what == "mkdir":
+        return _mkdir(f"/pw-mkdir-{token}")
+    if what == "device":
+        return _device(f"/pw-dev-{token}")
     raise ValueError(f"unknown attempt {what!r}")
 
 

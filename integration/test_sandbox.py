@@ -2,9 +2,13 @@
 
 Configs: `ctr run -d` (containerd's default spec), `ctr run -d --seccomp`, Docker 28 on its
 default bridge network, Docker with `--cap-drop ALL --security-opt no-new-privileges
---read-only`, and a CRI pod (a Wasm container and a busybox sidecar in a pod with a network
-namespace of its own). Each runs in a test network namespace (integration/netns.py) on a private
-containerd 1.6.20 / 2.1.9 (Docker: 2.1.9 only).
+--read-only`, with `--network none --hostname --cap-add --ulimit --tmpfs seccomp=unconfined`,
+with `--network host`, with `--network container:<a running runc busybox>`, `--privileged`,
+`--security-opt seccomp=<a profile of ours refusing mkdir>`, and a CRI pod (a Wasm container and
+a busybox sidecar in a pod with a network namespace of its own). Each runs in a test network
+namespace (integration/netns.py) on a private containerd 1.6.20 / 2.1.9 (Docker: 2.1.9 only).
+A user namespace (`ctr run --uidmap/--gidmap`) runs under runc and is refused at Create by the
+pywasm shim, by design, naming the field and the fix.
 
 - Process: the pywasm worker of a sleeping guest and a runc busybox `sleep` under the same config
   must agree on /proc/<pid>: namespaces (own, or the host's = containerd's; in the pod, the
@@ -16,10 +20,12 @@ containerd 1.6.20 / 2.1.9 (Docker: 2.1.9 only).
   and integration/native/escape.c in a runc container of the same config, line by line: read
   the host's /etc/shadow, create files in the host's /tmp and /, connect to a port that listens
   only in the host's namespaces, mount, load a kernel module, ptrace a shim, raise
-  RLIMIT_NOFILE's hard limit, keyctl/add_key (refused by the default seccomp profiles). Each
-  outcome must equal runc's and must not be an escape (checked on the host too: no file, no
-  connection). The payload and the helper are also run on the host itself, where the same
-  attempts do succeed: the checks can fail.
+  RLIMIT_NOFILE's hard limit, keyctl/add_key (refused by the default seccomp profiles), mkdir
+  (refused by the custom profile), mknod + open of a block device (refused by the devices
+  cgroup). Each outcome must equal runc's and must not be an escape (checked on the host too:
+  no file, no connection) unless the config grants it on purpose (`--network host` reaches
+  dockerd's 127.0.0.1, `--privileged` mounts and opens devices). The payload and the helper
+  are also run on the host itself, where the same attempts do succeed: the checks can fail.
 - Pod: the Wasm container shares the pause container's net, ipc and uts namespaces (its
   hostname is the pod's) and a busybox sidecar reaches a port listening in the Wasm container's
   network namespace over localhost.
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import re
 import socket
@@ -39,7 +46,7 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,7 +124,6 @@ def import_linux(ctrd: Containerd, image: str, archive: Path) -> None:
 
 def top_entries(archive: Path) -> set[str]:
     """Top-level names of the (single) image's layers in an OCI archive."""
-    import json
 
     names: set[str] = set()
     with tarfile.open(archive) as tar:
@@ -515,6 +521,9 @@ def explain(r: subprocess.CompletedProcess[Any]) -> str:
 HOST_ROOT = set(os.listdir("/"))
 
 CTR_CONFIGS = {"ctr-default": (), "ctr-seccomp": ("--seccomp",)}
+#: Placeholders in DOCKER_CONFIGS, filled per test (docker_config).
+NET_CONTAINER = "<network container>"
+SECCOMP_FILE = "<seccomp profile file>"
 DOCKER_CONFIGS = {
     "docker-default": (),
     "docker-locked": ("--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--read-only"),
@@ -537,7 +546,72 @@ DOCKER_CONFIGS = {
         "--security-opt",
         "seccomp=unconfined",
     ),  # fmt: skip
+    # dockerd's own network namespace (the test netns); the uts namespace is still the
+    # container's own, named after dockerd's host.
+    "docker-network-host": ("--network", "host"),
+    # The network namespace of a running runc busybox container (made per test).
+    "docker-network-container": ("--network", f"container:{NET_CONTAINER}"),
+    # Every capability, no seccomp, no masked or read-only paths, the host's devices, /sys rw.
+    "docker-privileged": ("--privileged",),
+    # A profile of our own that allows everything but mkdir/mkdirat (EPERM).
+    "docker-seccomp-file": ("--security-opt", f"seccomp={SECCOMP_FILE}"),
 }
+SECCOMP_DENY_MKDIR = {
+    "defaultAction": "SCMP_ACT_ALLOW",
+    "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+}
+
+
+@dataclass
+class DockerConfig:
+    """A Docker config with its placeholders filled: the options, the namespaces to name in
+    the table (dockerd's host first) and the hostname Docker gives a container of it."""
+
+    opts: tuple[str, ...]
+    refs: dict[str, int]
+    hostname_rule: str
+    net_container: str = ""
+
+    def hostname(self, d: Dockerd, name: str) -> str:
+        if self.hostname_rule == "option":
+            return self.opts[self.opts.index("--hostname") + 1]
+        if self.hostname_rule == "dockerd's host":
+            # dockerd's os.Hostname(): it runs in the machine's uts namespace, as this test.
+            return socket.gethostname()
+        if self.hostname_rule == "network container id[:12]":
+            return str(d.inspect(self.net_container)["Id"][:12])
+        return str(d.inspect(name)["Id"][:12])
+
+
+@contextlib.contextmanager
+def docker_config(dnode: Node, config: str, tmp_path: Path) -> Iterator[DockerConfig]:
+    d = dnode.stack.docker
+    opts = DOCKER_CONFIGS[config]
+    refs = {"host": dnode.ctrd.proc.pid if dnode.ctrd.proc else 1}
+    net_name = ""
+    try:
+        profile = tmp_path / "seccomp-deny-mkdir.json"
+        profile.write_text(json.dumps(SECCOMP_DENY_MKDIR))
+        if any(NET_CONTAINER in o for o in opts):
+            net_name = new_id("sbx-net")
+            r = d.docker("run", "-d", "--name", net_name, "pw-busybox", "sleep", "300")
+            assert r.returncode == 0, explain(r)
+            refs["network container"] = docker_pid(d, net_name)
+        resolved = tuple(
+            o.replace(NET_CONTAINER, net_name).replace(SECCOMP_FILE, str(profile)) for o in opts
+        )
+        if "--hostname" in opts:
+            rule = "option"
+        elif ("--network", "host") == opts[:2]:
+            rule = "dockerd's host"
+        elif net_name:
+            rule = "network container id[:12]"
+        else:
+            rule = "container id[:12]"
+        yield DockerConfig(resolved, refs, rule, net_name)
+    finally:
+        if net_name:
+            d.docker("rm", "-f", net_name, timeout=60)
 
 
 # --- process side by side -----------------------------------------------------------------
@@ -615,28 +689,38 @@ def docker_pid(d: Dockerd, name: str) -> int:
 
 
 @pytest.mark.parametrize("config", list(DOCKER_CONFIGS))
-def test_docker_process_side_by_side(dnode: Node, config: str) -> None:
+def test_docker_process_side_by_side(dnode: Node, config: str, tmp_path: Path) -> None:
     d = dnode.stack.docker
-    opts = DOCKER_CONFIGS[config]
     runc_name, wasm_name = new_id("sbx-runc"), new_id("sbx-wasm")
-    refs = {"host": dnode.ctrd.proc.pid if dnode.ctrd.proc else 1}
-    try:
-        r = d.docker("run", "-d", "--name", runc_name, *opts, "pw-busybox", "sleep", "300")
-        assert r.returncode == 0, explain(r)
-        r = d.docker("run", "-d", "--name", wasm_name, f"--runtime={PYWASM}",
-                     "--platform=wasi/wasm", *opts, "pw-sleep", "300")  # fmt: skip
-        assert r.returncode == 0, explain(r)
-        runc = observe(docker_pid(d, runc_name), refs)
-        wasm = observe(docker_pid(d, wasm_name), refs)
-        # Docker names the uts namespace after the container unless told: compare the rule.
-        for seen, name in ((runc, runc_name), (wasm, wasm_name)):
-            want = d.inspect(name)["Id"][:12]
-            if "--hostname" in opts:
-                want = opts[opts.index("--hostname") + 1]
-            assert seen["hostname"] == want, f"{name}: hostname {seen['hostname']!r}, not {want}"
-            seen["hostname"] = f"<{want if '--hostname' in opts else 'container id[:12]'}>"
-    finally:
-        d.docker("rm", "-f", wasm_name, runc_name, timeout=60)
+    with docker_config(dnode, config, tmp_path) as dc:
+        try:
+            r = d.docker("run", "-d", "--name", runc_name, *dc.opts, "pw-busybox", "sleep", "300")
+            assert r.returncode == 0, explain(r)
+            r = d.docker("run", "-d", "--name", wasm_name, f"--runtime={PYWASM}",
+                         "--platform=wasi/wasm", *dc.opts, "pw-sleep", "300")  # fmt: skip
+            assert r.returncode == 0, explain(r)
+            runc_pid, wasm_pid = docker_pid(d, runc_name), docker_pid(d, wasm_name)
+            runc, wasm = observe(runc_pid, dc.refs), observe(wasm_pid, dc.refs)
+            # Docker names the uts namespace after the container, the --hostname, dockerd's
+            # host (--network host) or the network container: compare the rule.
+            for seen, name in ((runc, runc_name), (wasm, wasm_name)):
+                want = dc.hostname(d, name)
+                assert seen["hostname"] == want, (
+                    f"{name}: hostname {seen['hostname']!r}, not {want!r} ({dc.hostname_rule})"
+                )
+                seen["hostname"] = f"<{dc.hostname_rule}>"
+            if config == "docker-network-container":
+                net = netns.net_of(dc.refs["network container"])
+                assert netns.net_of(runc_pid) == net, "runc did not join the network container"
+                assert netns.net_of(wasm_pid) == net, (
+                    f"the worker's /proc/{wasm_pid}/ns/net is not the network container's"
+                )
+            if config == "docker-network-host":
+                host_net = netns.net_of(dc.refs["host"])
+                assert host_net == dnode.stack.netns.inode, "containerd left the test netns"
+                assert netns.net_of(wasm_pid) == host_net, "the worker has a netns of its own"
+        finally:
+            d.docker("rm", "-f", wasm_name, runc_name, timeout=60)
     compare(f"{config}", runc, wasm, dnode.busybox_entries | dnode.wasm_entries, HOST_ROOT)
 
 
@@ -665,26 +749,58 @@ def host_shadow() -> str:
     return f"read {len(data)} {data.split(b':', 1)[0].decode(errors='replace')}"
 
 
-def check_not_escaped(name: str, outcomes: dict[str, str], markers_before: set[str]) -> None:
-    """What would mean an escape, whatever runc does."""
+def check_not_escaped(
+    name: str,
+    outcomes: dict[str, str],
+    markers_before: set[str],
+    by_design: dict[str, str] | None = None,
+) -> None:
+    """What would mean an escape, whatever runc does; `by_design`: what the config grants on
+    purpose (attempt -> the regex its outcome must then match)."""
+    granted = by_design or {}
     assert set(outcomes) == set(ATTEMPTS), f"{name}: attempts missing from {outcomes}"
+    for what, pattern in granted.items():
+        assert re.fullmatch(pattern, outcomes[what]), f"{name}: {what} {outcomes[what]!r}"
     assert outcomes["shadow"] != host_shadow(), f"{name}: read the host's /etc/shadow"
     new = host_markers() - markers_before
     assert not new, f"{name}: created {new} on the host"
-    assert outcomes["tcp"] != "connected", f"{name}: reached a port of the host's namespace"
-    assert outcomes["mount"] == "EPERM", f"{name}: mount {outcomes['mount']}"
-    assert outcomes["ptrace"] in ("no-target", "EPERM"), f"{name}: ptrace {outcomes['ptrace']}"
-    assert not outcomes["rlimit"].endswith("raised"), f"{name}: {outcomes['rlimit']}"
-    for call in ("init_module", "finit_module"):
-        assert outcomes[call] in ("EPERM", "ENOSYS"), f"{name}: {call} {outcomes[call]}"
+    refused: dict[str, tuple[str, Callable[[str], bool]]] = {
+        "tcp": ("reached a port of the host's namespace", lambda o: o != "connected"),
+        "mount": ("mount", lambda o: o == "EPERM"),
+        "ptrace": ("ptrace", lambda o: o in ("no-target", "EPERM")),
+        "rlimit": ("rlimit", lambda o: not o.endswith("raised")),
+        "init_module": ("init_module", lambda o: o in ("EPERM", "ENOSYS")),
+        "finit_module": ("finit_module", lambda o: o in ("EPERM", "ENOSYS")),
+        # A block device node opened: the host's disks are one mknod away.
+        "device": ("opened a block device (loop0)", lambda o: o != "opened"),
+    }
+    for what, (says, ok) in refused.items():
+        if what not in granted:
+            assert ok(outcomes[what]), f"{name}: {says}: {outcomes[what]!r}"
 
 
-def compare_escapes(name: str, node: Node, runc_out: str, wasm_out: str, before: set[str]) -> None:
+def compare_escapes(
+    name: str,
+    node: Node,
+    runc_out: str,
+    wasm_out: str,
+    before: set[str],
+    by_design: dict[str, str] | None = None,
+) -> None:
     runc, wasm = parse_attempts(runc_out), parse_attempts(wasm_out)
     table = write_table(f"escape-{name}", {"runc": normalized(runc), "pywasm": normalized(wasm)})
+    assert not node.machine_listener.accepted, f"{name}: the machine's listener was reached"
+    if by_design and by_design.get("tcp") == "connected":
+        # One connection each from runc's container and the worker, in dockerd's namespace.
+        deadline = time.monotonic() + 5
+        while len(node.host_listener.accepted) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen = list(node.host_listener.accepted)
+        node.host_listener.accepted.clear()
+        assert len(seen) == 2, f"{name}: the listener in dockerd's namespace saw {seen}"
     assert not node.accepted(), f"{name}: the host's listener was reached: {node.accepted()}"
-    check_not_escaped(f"{name} runc", runc, before)
-    check_not_escaped(f"{name} pywasm", wasm, before)
+    check_not_escaped(f"{name} runc", runc, before, by_design)
+    check_not_escaped(f"{name} pywasm", wasm, before, by_design)
     differ = [k for k in ATTEMPTS if normalized(runc).get(k) != normalized(wasm).get(k)]
     assert not differ, f"{name}: pywasm's attempts end otherwise than runc's: {differ}\n{table}"
 
@@ -716,22 +832,51 @@ def test_ctr_escape_attempts(node: Node, config: str) -> None:
         _cleanup_markers(before)
 
 
+#: What each Docker config grants on purpose, under runc as under pywasm (regexes).
+DOCKER_BY_DESIGN: dict[str, dict[str, str]] = {
+    # The container is in dockerd's network namespace: its 127.0.0.1 is the host's.
+    "docker-network-host": {"tcp": "connected"},
+    # Every capability, no seccomp, every device allowed: only the namespaces remain. (The
+    # hard limit rises only where the machine's bounding set has CAP_SYS_RESOURCE.)
+    "docker-privileged": {
+        "mount": "ENODEV",
+        "rlimit": r"hard=\d+ (raised|EPERM)",
+        "device": "opened",
+    },
+}
+#: Outcomes each Docker config decides (checked under both runtimes): Docker's default
+#: profile refuses the keyring calls; a read-only root refuses mkdir; the custom profile
+#: refuses mkdir with EPERM whatever the root.
+DOCKER_EXPECT: dict[str, dict[str, str]] = {
+    "docker-default": {"keyctl": "EPERM", "add_key": "EPERM", "mkdir": "ok"},
+    "docker-locked": {"keyctl": "EPERM", "add_key": "EPERM", "mkdir": "EROFS"},
+    "docker-options": {"keyctl": "ok", "add_key": "ok", "mkdir": "ok", "device": "mknod EPERM"},
+    "docker-network-host": {"keyctl": "EPERM", "add_key": "EPERM", "mkdir": "ok"},
+    "docker-network-container": {"keyctl": "EPERM", "add_key": "EPERM", "mkdir": "ok"},
+    "docker-privileged": {"keyctl": "ok", "add_key": "ok", "mkdir": "ok"},
+    "docker-seccomp-file": {"keyctl": "ok", "add_key": "ok", "mkdir": "EPERM"},
+}
+
+
 @pytest.mark.parametrize("config", list(DOCKER_CONFIGS))
-def test_docker_escape_attempts(dnode: Node, config: str) -> None:
-    d, opts = dnode.stack.docker, DOCKER_CONFIGS[config]
+def test_docker_escape_attempts(dnode: Node, config: str, tmp_path: Path) -> None:
+    d = dnode.stack.docker
     before = host_markers()
     try:
-        runc = d.docker("run", "--rm", *opts, "pw-escape", str(dnode.port), SHIM_TARGET)
-        assert runc.returncode == 0, explain(runc)
-        wasm = d.docker("run", "--rm", "--annotation", PAYLOAD_ANNOTATION, f"--runtime={PYWASM}",
-                        "--platform=wasi/wasm", *opts, "pw-sleep")  # fmt: skip
-        assert wasm.returncode == 0, explain(wasm)
+        with docker_config(dnode, config, tmp_path) as dc:
+            runc = d.docker("run", "--rm", *dc.opts, "pw-escape", str(dnode.port), SHIM_TARGET)
+            assert runc.returncode == 0, explain(runc)
+            wasm = d.docker("run", "--rm", "--annotation", PAYLOAD_ANNOTATION,
+                            f"--runtime={PYWASM}", "--platform=wasi/wasm", *dc.opts,
+                            "pw-sleep")  # fmt: skip
+            assert wasm.returncode == 0, explain(wasm)
         assert wasm.stdout.startswith("shadow: "), f"the payload did not run:\n{explain(wasm)}"
-        compare_escapes(config, dnode, runc.stdout, wasm.stdout, before)
-        # Docker's default seccomp profile refuses the keyring calls; unconfined lets them be.
-        want = "ok" if "seccomp=unconfined" in opts else "EPERM"
-        for call in ("keyctl", "add_key"):
-            assert parse_attempts(wasm.stdout)[call] == want, explain(wasm)
+        for runtime, out in (("runc", runc), ("pywasm", wasm)):
+            seen = parse_attempts(out.stdout)
+            for what, want in DOCKER_EXPECT[config].items():
+                assert seen.get(what) == want, f"{config} {runtime}: {what}\n{explain(out)}"
+        compare_escapes(config, dnode, runc.stdout, wasm.stdout, before,
+                        DOCKER_BY_DESIGN.get(config))  # fmt: skip
     finally:
         _cleanup_markers(before)
 
@@ -763,6 +908,8 @@ def test_attempts_succeed_on_the_host() -> None:
         assert seen["mount"] == "ENODEV", seen  # allowed: only the made-up type is refused
         assert seen["ptrace"] == "seized", seen
         assert seen["keyctl"] == "ok", seen
+        assert seen["mkdir"] == "ok", seen
+        assert seen["device"] == "opened", seen  # this machine's device cgroup is the root one
         assert seen["tmp"].startswith("created /tmp/pw-escape-"), seen
         assert seen["root"].startswith("created /pw-escape-"), seen
         assert len(host_markers() - before) == 4, host_markers() - before
@@ -776,6 +923,69 @@ def test_attempts_succeed_on_the_host() -> None:
         listener.close()
         tmp.unlink(missing_ok=True)
         _cleanup_markers(before)
+
+
+# --- user namespaces ----------------------------------------------------------------------
+
+USERNS_MAPS = ("--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536")
+
+
+def _bundle_dir(ctrd: Containerd, cid: str) -> Path:
+    return ctrd.state / "io.containerd.runtime.v2.task" / "default" / cid
+
+
+def _snapshot_keys(ctrd: Containerd) -> set[str]:
+    r = ctrd.ctr("snapshots", "ls", timeout=20)
+    return {line.split()[0] for line in r.stdout.splitlines()[1:] if line.split()}
+
+
+def test_user_namespace_is_refused_at_create(node: Node) -> None:
+    """`ctr run --uidmap/--gidmap` (a user namespace with its mappings, as Docker's --userns
+    and userns-remap make): runc runs it; the pywasm shim refuses it at Create by design
+    (docs/sandbox.md), naming the field and the fix, and leaves nothing behind."""
+    ctrd = node.ctrd
+    runc_id, wasm_id = new_id("sbx-userns-runc"), new_id("sbx-userns-wasm")
+    argv = run_args(images.BUSYBOX, runc_id, "cat", "/proc/self/uid_map", runtime=RUNC,
+                    platform="linux/amd64", extra=USERNS_MAPS)  # fmt: skip
+    runc = ctrd.ctr(*argv, timeout=120)
+    assert runc.returncode == 0, explain(runc)
+    assert runc.stdout.split() == ["0", "100000", "65536"], explain(runc)
+
+    snapshots_before = _snapshot_keys(ctrd)
+    workers_before = set(node.stack.netns.pids())
+    argv = run_args(images.ref("sleep"), wasm_id, images.module("sleep"), "300",
+                    extra=USERNS_MAPS)  # fmt: skip
+    wasm = ctrd.ctr(*argv, timeout=120)
+    assert wasm.returncode != 0, f"a user namespace was accepted\n{explain(wasm)}"
+    assert "Traceback" not in wasm.stderr, explain(wasm)
+    said = re.search(r"linux\.namespaces\[\d+\]: a user namespace is not supported", wasm.stderr)
+    assert said, f"the error does not name linux.namespaces[i]\n{explain(wasm)}"
+    for fix in ("--userns", "userns-remap", "io.containerd.runc.v2"):
+        assert fix in wasm.stderr, f"the error does not give the fix {fix!r}\n{explain(wasm)}"
+    # Nothing behind (beyond the autouse leak check: tasks, containers, shims, mounts,
+    # sockets): no bundle, no snapshot of the container, no new process in the stack.
+    assert not _bundle_dir(ctrd, wasm_id).exists(), f"bundle of {wasm_id} left"
+    assert wasm_id not in _snapshot_keys(ctrd) - snapshots_before, f"snapshot {wasm_id} left"
+    deadline = time.monotonic() + LEAK_GRACE_SECONDS
+    while True:
+        new = [p for p in set(node.stack.netns.pids()) - workers_before if not netns_zygote(p)]
+        if not new or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert not new, f"processes left after the refused Create: {[describe(p) for p in new]}"
+
+
+def describe(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f"{pid}: " + f.read().replace(b"\0", b" ").decode(errors="replace")[:200]
+    except OSError:
+        return f"{pid}: (gone)"
+
+
+def netns_zygote(pid: int) -> bool:
+    """The stack's fork server (and its idle children) outlive every container on purpose."""
+    return describe(pid).split(": ", 1)[-1].startswith("pywasm-zygote")
 
 
 # --- a CRI pod ----------------------------------------------------------------------------

@@ -18,6 +18,8 @@
 #include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
@@ -28,6 +30,7 @@ static const char *ename(int e) {
     switch (e) {
     case EPERM: return "EPERM";
     case ENOENT: return "ENOENT";
+    case ENXIO: return "ENXIO";
     case ESRCH: return "ESRCH";
     case EBADF: return "EBADF";
     case EACCES: return "EACCES";
@@ -57,6 +60,31 @@ static void create(const char *what, const char *path) {
     }
     close(fd);
     printf("%s: created %s\n", what, path);
+}
+
+static void make_dir(const char *path) {
+    if (mkdir(path, 0700) != 0) {
+        printf("mkdir: %s\n", ename(errno));
+        return;
+    }
+    rmdir(path);
+    printf("mkdir: ok\n");
+}
+
+static void device(const char *path) {
+    if (mknod(path, S_IFBLK | 0600, makedev(7, 0)) != 0) {
+        printf("device: mknod %s\n", ename(errno));
+        return;
+    }
+    int fd = open(path, O_RDONLY);
+    int e = errno;
+    unlink(path);
+    if (fd < 0) {
+        printf("device: open %s\n", ename(e));
+        return;
+    }
+    close(fd);
+    printf("device: opened\n");
 }
 
 static void shadow(void) {
@@ -143,7 +171,7 @@ int main(int argc, char **argv) {
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     unsigned char raw[6];
-    char token[13], tmp[64], root[64];
+    char token[13], tmp[64], root[64], dir[64], dev[64];
     int fd = open("/dev/urandom", O_RDONLY);
     if (fd < 0 || read(fd, raw, sizeof raw) != sizeof raw) {
         /* no /dev/urandom: the pid and time are unique enough for a marker name */
@@ -154,6 +182,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 6; i++) snprintf(token + 2 * i, 3, "%02x", raw[i]);
     snprintf(tmp, sizeof tmp, "/tmp/pw-escape-%s", token);
     snprintf(root, sizeof root, "/pw-escape-%s", token);
+    snprintf(dir, sizeof dir, "/pw-mkdir-%s", token);
+    snprintf(dev, sizeof dev, "/pw-dev-%s", token);
 
     shadow();
     create("tmp", tmp);
@@ -166,5 +196,7 @@ int main(int argc, char **argv) {
     raise_nofile();
     syscall_outcome("keyctl", syscall(SYS_keyctl, 0L, -3L, 0L));
     syscall_outcome("add_key", syscall(SYS_add_key, "user", "pw-escape", "x", 1L, -2L));
+    make_dir(dir);
+    device(dev);
     return 0;
 }
