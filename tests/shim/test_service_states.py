@@ -277,6 +277,14 @@ def _deleted(exit_status: int) -> Callable[[Env, Any], None]:
     return check
 
 
+def _waited(exit_status: int) -> Callable[[Env, Any], None]:
+    def check(env: Env, resp: pb.WaitResponse) -> None:
+        assert resp.exit_status == exit_status
+        assert resp.exited_at.seconds > 0
+
+    return check
+
+
 def _shutdown_waits(env: Env, _resp: object) -> None:
     assert not env.svc.shutdown_requested.is_set()
 
@@ -297,7 +305,7 @@ TASK_TABLE: dict[str, dict[str, Outcome]] = {
         "created": PENDING,
         "running": PENDING,
         "paused": PENDING,
-        "stopped": Ok(),
+        "stopped": Ok(check=_waited(EXIT_STATUS)),
         "deleting": PENDING,
     },
     "kill": {
@@ -484,7 +492,11 @@ EXEC_TABLE: dict[str, dict[str, Outcome]] = {
         "running": FP,
         "stopped": FP,
     },
-    "wait": {"created": PENDING, "running": PENDING, "stopped": Ok()},
+    "wait": {
+        "created": PENDING,
+        "running": PENDING,
+        "stopped": Ok(check=_waited(EXEC_EXIT_STATUS)),
+    },
     "kill": {
         "created": Ok(("/tasks/exit",), Status.STOPPED, _exec_killed),
         "running": Ok(("/tasks/exit",), Status.STOPPED, _exec_killed),
