@@ -41,6 +41,7 @@ import json
 import os
 import re
 import socket
+import stat
 import subprocess
 import sys
 import tarfile
@@ -438,7 +439,25 @@ def observe(pid: int, refs: dict[str, int]) -> dict[str, str]:
     seen["mounts"] = " ".join(sorted(points))
     seen["mount flags"] = " ".join(f"{p}:{o}" for p, o in sorted(points.items()))
     seen["root"] = " ".join(sorted(os.listdir(f"/proc/{pid}/root")))
+    seen["dev"] = " ".join(_dev_entries(pid))
     return seen
+
+
+def _dev_entries(pid: int) -> list[str]:
+    """The container's /dev, one `name:kind[major:minor]` per entry (devices made from the
+    config; --privileged: every host device)."""
+    out = []
+    dev = f"/proc/{pid}/root/dev"
+    for name in sorted(os.listdir(dev)):
+        st = os.lstat(f"{dev}/{name}")
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            kind = "c" if stat.S_ISCHR(st.st_mode) else "b"
+            out.append(f"{name}:{kind}{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
+        elif stat.S_ISLNK(st.st_mode):
+            out.append(f"{name}->{os.readlink(f'{dev}/{name}')}")
+        else:
+            out.append(f"{name}/" if stat.S_ISDIR(st.st_mode) else name)
+    return out
 
 
 def write_table(name: str, columns: dict[str, dict[str, str]]) -> str:
