@@ -167,7 +167,15 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pywasmd.engine",
     ),
     "pywasmd.engine": ("pywasmd.errors", "pywasmd.oci"),
-    "pywasmd.engines": ("pywasmd.engine", "pywasmd.errors", "pywasmd.oci.plan", "pywasmd.wasmbin"),
+    "pywasmd.engines": (
+        "pywasmd.engines",
+        "pywasmd.engine",
+        "pywasmd.errors",
+        "pywasmd.oci.plan",
+        "pywasmd.wasmbin",
+    ),
+    # HTTP functions: the server and the pure CGI parts, on the engine seam (no engine library)
+    "pywasmd.http": ("pywasmd.http", "pywasmd.engine", "pywasmd.errors", "pywasmd.oci"),
     "pywasmd.image": ("pywasmd.image", "pywasmd.errors", "pywasmd.wasmbin"),
     "pywasmd.cache": (),
 }

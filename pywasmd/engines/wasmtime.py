@@ -28,6 +28,8 @@ from pywasmd.engine import (
     GuestOutOfMemory,
     Instances,
 )
+from pywasmd.engines.wasmtime_proxy import EPOCH_TICK as _EPOCH_TICK
+from pywasmd.engines.wasmtime_proxy import HANDLER_INTERFACE, ProxyInstances
 from pywasmd.errors import InvalidArgument
 from pywasmd.oci.plan import WasiPlan
 from pywasmd.wasmbin import binary_kind
@@ -130,12 +132,13 @@ def _check(engine: wasmtime.Engine, code: wasmtime.Module | wc.Component, plan: 
             )
         return
     if plan.http is not None:
-        raise InvalidArgument(
-            f"Wasm component {plan.argv[0]!r}: HTTP functions (pywasm.io/trigger=http) are WASI "
-            "p1 modules served as CGI; wasi:http/proxy components are not served yet (build "
-            "the function with --target=wasm32-wasi, or serve with wasi:sockets without the "
-            "trigger)"
-        )
+        if not any(n.startswith(HANDLER_INTERFACE) for n in code.type.exports(engine)):
+            raise InvalidArgument(
+                f"Wasm component {plan.argv[0]!r} exports no {HANDLER_INTERFACE}.x "
+                "incoming-handler: an HTTP function (pywasm.io/trigger=http) is a WASI p1 "
+                "module served as CGI or a wasi:http/proxy component"
+            )
+        return
     if not any(name.startswith(_RUN_INTERFACE) for name in code.type.exports(engine)):
         raise InvalidArgument(
             f"Wasm component {plan.argv[0]!r} exports no {_RUN_INTERFACE}.x run interface: "
@@ -258,8 +261,9 @@ class WasmtimeEngine:
 
     def prepare_instances(self, loaded: object, plan: WasiPlan) -> Instances:
         assert isinstance(loaded, _Loaded)
-        if not isinstance(loaded.code, wasmtime.Module):
-            raise InvalidArgument("HTTP functions serve WASI p1 modules only")
+        _start_epoch(loaded.engine)
+        if isinstance(loaded.code, wc.Component):
+            return ProxyInstances(loaded.engine, loaded.code, plan.env)
         return _CgiInstances(loaded.engine, loaded.code, plan)
 
     def run(self, loaded: object, plan: WasiPlan, ready: Callable[[], None] | None = None) -> int:
@@ -399,8 +403,16 @@ def _access_denied(store: object, *args: object) -> str:
 
 # --- HTTP functions: a fresh instance per request ---------------------------------------------
 
-#: How often the epoch advances; a request's deadline is a whole number of ticks.
-_EPOCH_TICK = 0.02
+
+def _start_epoch(engine: wasmtime.Engine) -> None:
+    """The clock of every deadline: the engine's epoch advances every tick."""
+
+    def tick() -> None:
+        while True:
+            time.sleep(_EPOCH_TICK)
+            engine.increment_epoch()
+
+    threading.Thread(target=tick, name="pywasm-epoch", daemon=True).start()
 
 
 class _CgiInstances:
@@ -422,12 +434,6 @@ class _CgiInstances:
         linker.define_wasi()
         self._pre = linker.instantiate_pre(module)
         self._out_fd()  # fails here, at start, when the container has no /proc
-        threading.Thread(target=self._tick, name="pywasm-epoch", daemon=True).start()
-
-    def _tick(self) -> None:
-        while True:
-            time.sleep(_EPOCH_TICK)
-            self._engine.increment_epoch()
 
     def _out_fd(self) -> int:
         fd: int | None = getattr(self._local, "fd", None)

@@ -122,9 +122,9 @@ def test_no_growth_over_2000_calls(instances: Instances) -> None:
     assert _rss_kib() < rss + 4096
 
 
-def test_components_are_refused(component: Path, tmp_path: Path) -> None:
+def test_command_components_are_refused(component: Path, tmp_path: Path) -> None:
     engine: Engine = get_engine("wasmtime")
-    with pytest.raises(InvalidArgument, match="wasi:http/proxy components are not served yet"):
+    with pytest.raises(InvalidArgument, match="exports no wasi:http/incoming-handler"):
         engine.load(_plan(component, tmp_path))
 
 

@@ -1,0 +1,90 @@
+"""wasi:http/proxy components as HTTP functions (pywasmd/engines/wasmtime_proxy.py).
+
+The function is integration/guests/http/proxy_echo.py, built by componentize-py
+(integration/http_guests.py; the ``dev`` extra). Each call is a fresh instance whose
+``wasi:http/incoming-handler.handle`` gets the request the CGI environment describes; the
+response comes back as a CGI response, so the server treats both kinds alike.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pywasmd.engine import Instances, get_engine
+from pywasmd.oci.http import HttpPlan
+from pywasmd.oci.plan import WasiPlan
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _plan(module: Path) -> WasiPlan:
+    return WasiPlan(
+        module=str(module),
+        argv=("proxy_echo.wasm",),
+        env=(("GREETING", "hi"),),
+        cwd="/",
+        preopens=(),
+        http=HttpPlan(),
+    )
+
+
+@pytest.fixture(scope="module")
+def proxy() -> Instances:
+    spec = importlib.util.spec_from_file_location(
+        "_http_guests", REPO / "integration" / "http_guests.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    if str(REPO) not in sys.path:  # it imports integration.net_guests
+        sys.path.insert(0, str(REPO))
+    spec.loader.exec_module(module)
+    component: Path = module.build()
+    engine = get_engine("wasmtime")
+    plan = _plan(component)
+    # Compiling CPython inside takes ~35 s: keep the compiled form next to the component.
+    compiled = component.with_suffix(".cwasm")
+    if compiled.exists():
+        loaded = engine.load_precompiled(compiled.read_bytes(), plan)
+    else:
+        data = engine.precompile(plan)
+        compiled.write_bytes(data)
+        loaded = engine.load_precompiled(data, plan)
+    return engine.prepare_instances(loaded, plan)
+
+
+def _env(method: str, target: str, *extra: tuple[str, str]) -> list[tuple[str, str]]:
+    return [("REQUEST_METHOD", method), ("REQUEST_URI", target), *extra]
+
+
+def test_echo(proxy: Instances) -> None:
+    env = _env("POST", "/items?id=7", ("HTTP_X_TEST", "t"), ("CONTENT_LENGTH", "5"))
+    result = proxy.call(env, b"hello", 5)
+    assert (result.outcome, result.status) == ("exit", 0)
+    assert result.stdout == (
+        b"Status: 200 OK\r\ncontent-type: text/plain\r\nx-echo-method: POST\r\n\r\n"
+        b"method=POST\npath=/items?id=7\nheader=t\nbody=hello"
+    )
+
+
+def test_status_and_env(proxy: Instances) -> None:
+    assert proxy.call(_env("GET", "/notfound"), b"", 5).stdout.startswith(b"Status: 404 ")
+    env = proxy.call(_env("GET", "/env", ("GREETING", "hi")), b"", 5).stdout
+    assert b"\nGREETING=hi\n" in env
+
+
+def test_trap_and_timeout(proxy: Instances) -> None:
+    trap = proxy.call(_env("GET", "/trap"), b"", 5)
+    assert trap.outcome == "trap"
+    began = time.monotonic()
+    loop = proxy.call(_env("GET", "/loop"), b"", 0.5)
+    took = time.monotonic() - began
+    assert loop.outcome == "timeout"
+    assert took < 2.0
+    # A fresh instance answers right after.
+    assert proxy.call(_env("GET", "/after"), b"", 5).stdout.startswith(b"Status: 200 ")
