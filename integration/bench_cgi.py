@@ -3,7 +3,9 @@ integration/guests/cgi.c served by pywasm (`ctr run --net-host`, pywasm.io/trigg
 private containerd) against busybox httpd running the same C program, built natively, as a CGI
 (`busybox httpd -f -p 127.0.0.1:PORT -h DIR`, DIR/cgi-bin/fn), both on the machine's loopback.
 
-    python -m integration.bench_cgi [--seconds 5] [--version 2.1] [--concurrency 4]
+    python -m integration.bench_cgi [--seconds 5] [--version 2.1] [--concurrency 4] [--proxy]
+
+--proxy also runs the wasi:http/proxy function (integration/guests/http/proxy_echo.py).
 
 For 10 and 50 connections: `wrk --latency -t2 -c<n> -d<s>` after a 1 s warm-up; requests/s,
 p50 and p99.  wrk keeps connections alive; busybox httpd closes each one, pywasm keeps them.
@@ -22,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from integration import guests, images
+from integration import guests, http_guests, images
 from integration.containerd import Containerd, new_id, run_args
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,6 +80,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--version", default="2.1")
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--proxy", action="store_true", help="also the wasi:http/proxy function")
     args = parser.parse_args()
     rows: list[tuple[str, int, dict[str, float]]] = []
     tmp = Path(tempfile.mkdtemp(prefix="bench-cgi-"))
@@ -114,8 +117,23 @@ def main() -> None:
             "pywasm": f"http://127.0.0.1:{port}/bench?x=1",
             "busybox-cgi": f"http://127.0.0.1:{bport}/cgi-bin/fn/bench?x=1",
         }
+        if args.proxy:
+            proxy = images.build_wasm_archive("http-proxy", http_guests.build())
+            images.import_archive(ctrd, images.ref("http-proxy"), proxy)
+            pport = _free_port()
+            pextra = [e.replace(f":{port}", f":{pport}") for e in extra]
+            pextra[pextra.index("--log-uri") + 1] = f"file://{tmp}/proxy.log"
+            pmodule = images.archive_entrypoint(proxy)[0]
+            pcid = new_id("bench-proxy")
+            argv = run_args(
+                images.ref("http-proxy"), pcid, pmodule, rm=False, detach=True, extra=pextra
+            )
+            r = ctrd.ctr(*argv, timeout=60)
+            if r.returncode:
+                raise RuntimeError(r.stderr)
+            urls["pywasm-proxy"] = f"http://127.0.0.1:{pport}/bench?x=1"
         for url in urls.values():
-            _wait(url)
+            _wait(url, timeout=180)
         for connections in (10, 50):
             for name, url in urls.items():
                 rows.append((name, connections, wrk(url, connections, args.seconds)))
