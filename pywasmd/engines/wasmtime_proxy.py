@@ -108,10 +108,11 @@ class ProxyInstances:
     """``Instances`` for a component exporting ``wasi:http/incoming-handler@0.2.x``."""
 
     def __init__(
-        self, engine: wasmtime.Engine, component: wc.Component, env: Sequence[tuple[str, str]]
+        self, engine: wasmtime.Engine, component: wc.Component, memory_limit: int | None
     ) -> None:
         self._engine = engine
         self._component = component
+        self._memory_limit = memory_limit
         self._types: list[tuple[wc.ResourceType, int, str]] = []
         self._linker = wc.Linker(engine)
         self._define(component.type.imports(engine))
@@ -154,6 +155,8 @@ class ProxyInstances:
             _local.kinds = self._kinds
             store = wasmtime.Store(self._engine)
             try:
+                if self._memory_limit is not None:
+                    store.set_limits(memory_size=self._memory_limit)
                 store.set_epoch_deadline(max(1, math.ceil(timeout / EPOCH_TICK)))
                 outcome, detail = self._run(store, call)
             finally:

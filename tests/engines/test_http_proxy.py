@@ -88,3 +88,31 @@ def test_trap_and_timeout(proxy: Instances) -> None:
     assert took < 2.0
     # A fresh instance answers right after.
     assert proxy.call(_env("GET", "/after"), b"", 5).stdout.startswith(b"Status: 200 ")
+
+
+def test_memory_limit_applies_to_each_instance() -> None:
+    """The container's memory limit caps each instance's linear memory: the function starts
+    with 197 pages (12.3 MiB), so under an 8 MiB limit it cannot even be instantiated."""
+    engine = get_engine("wasmtime")
+    spec = importlib.util.spec_from_file_location(
+        "_http_guests", REPO / "integration" / "http_guests.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    component: Path = module.build()
+    plan = WasiPlan(
+        module=str(component),
+        argv=("proxy_echo.wasm",),
+        env=(),
+        cwd="/",
+        preopens=(),
+        memory_limit=8 << 20,
+        http=HttpPlan(),
+    )
+    loaded = engine.load_precompiled(component.with_suffix(".cwasm").read_bytes(), plan)
+    small = engine.prepare_instances(loaded, plan)
+    result = small.call(_env("GET", "/"), b"", 5)
+    assert result.outcome == "trap", result
+    assert "exceeds memory limits" in result.detail
