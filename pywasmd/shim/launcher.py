@@ -163,6 +163,12 @@ def _become_worker(stdio: ChildStdio, control: int) -> NoReturn:
         for target, fd in enumerate(fds[:4]):
             os.dup2(fd, target)
         os.dup2(fds[4], log_fd)
+        if len(os.listdir("/proc/self/task")) > 1:
+            # A library's fork handler started threads in this copy (gRPC does, after the
+            # server talked to containerd): they would outlive the sandbox's per-thread
+            # settings, so become a fresh interpreter instead, with the same fds.
+            argv = [sys.executable, "-I", "-m", "pywasmd.shim.worker", "--log-fd", str(log_fd)]
+            os.execv(sys.executable, argv)
         from pywasmd.shim.worker import main
 
         main(log_fd=log_fd)

@@ -84,32 +84,37 @@ COMPILE_TIMEOUT = float(os.environ.get("PYWASM_COMPILE_TIMEOUT", "600"))
 
 
 def _compile_apart(engine: Engine, plan: WasiPlan) -> bytes:
-    """Compile in a child process, outside what becomes the container: the compiler's
-    threads, memory and time are never the worker's (it stays one thread, so every per-thread
-    setting of its sandbox covers it), and a compile that runs away is ended."""
+    """Compile in a process of its own (pywasmd.shim.compiler), outside what becomes the
+    container: the compiler's threads, memory and time are never the worker's (it stays one
+    thread, so every per-thread setting of its sandbox covers it), and a compile that runs
+    away is ended."""
     import select
 
     from pywasmd import errors
 
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        # A container deleted while it compiles takes its compiler with it.
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        try:
-            out = b"ok\n" + engine.precompile(plan)
-        except errors.ShimError as exc:
-            out = f"{type(exc).__name__}\n{exc.message}".encode()
-        except Exception as exc:  # noqa: BLE001 - the parent turns it into the Create error
-            out = f"Internal\n{type(exc).__name__}: {exc}".encode()
-        with open(write_end, "wb") as f:
-            f.write(out)
-        os._exit(0)
-    os.close(write_end)
+    to_child, plan_in = os.pipe()
+    code_out, from_child = os.pipe()
+    try:
+        pid = os.posix_spawn(
+            sys.executable,
+            [sys.executable, "-I", "-m", "pywasmd.shim.compiler"],
+            dict(os.environ),
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, to_child, 0),
+                (os.POSIX_SPAWN_DUP2, from_child, 1),
+            ],
+        )
+    except OSError as exc:
+        for fd in (to_child, plan_in, code_out, from_child):
+            os.close(fd)
+        raise errors.Internal(f"cannot start the compiler of {plan.argv[0]!r}: {exc}") from exc
+    os.close(to_child)
+    os.close(from_child)
+    with open(plan_in, "wb") as f:
+        f.write(json.dumps(plan.to_json()).encode())
     chunks: list[bytes] = []
     deadline = time.monotonic() + COMPILE_TIMEOUT
-    with open(read_end, "rb", buffering=0) as f:
+    with open(code_out, "rb", buffering=0) as f:
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([f], [], [], left)[0]:
@@ -334,4 +339,4 @@ def _tell(message: bytes) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(log_fd=int(sys.argv[2]) if sys.argv[1:2] == ["--log-fd"] else None)
