@@ -151,6 +151,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "pywasmd.errors": (),
     "pywasmd.paths": (),
     "pywasmd.leb128": (),
+    "pywasmd.mountflags": (),
     "pywasmd.wasmbin": ("pywasmd.errors", "pywasmd.leb128"),
     "pywasmd.shim.cli": (),
     "pywasmd.shim.unixsock": (),
@@ -162,6 +163,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "pywasmd.oci": (
         "pywasmd.oci",
         "pywasmd.errors",
+        "pywasmd.mountflags",
         "pywasmd.paths",
         "pywasmd.wasmbin",
         "pywasmd.engine",

@@ -6,44 +6,20 @@ import os
 from collections.abc import Iterable
 
 from pywasmd.errors import InvalidArgument
+from pywasmd.mountflags import FLAG_OPTIONS as _FLAGS
+from pywasmd.mountflags import (
+    MNT_DETACH,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOSUID,
+    MS_RDONLY,
+    MS_REMOUNT,
+)
 
 # Not from typing, and no dataclasses: ``delete`` imports this module on every teardown.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ctypes
-
-MS_RDONLY = 0x1
-MS_NOSUID = 0x2
-MS_NODEV = 0x4
-MS_NOEXEC = 0x8
-MS_SYNCHRONOUS = 0x10
-MS_REMOUNT = 0x20
-MS_NOATIME = 0x400
-MS_NODIRATIME = 0x800
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_PRIVATE = 0x40000
-MS_SLAVE = 0x80000
-MNT_DETACH = 0x2
-
-# option -> (flags to set, flags to clear)
-_FLAGS: dict[str, tuple[int, int]] = {
-    "ro": (MS_RDONLY, 0),
-    "rw": (0, MS_RDONLY),
-    "bind": (MS_BIND, 0),
-    "rbind": (MS_BIND | MS_REC, 0),
-    "nosuid": (MS_NOSUID, 0),
-    "suid": (0, MS_NOSUID),
-    "nodev": (MS_NODEV, 0),
-    "dev": (0, MS_NODEV),
-    "noexec": (MS_NOEXEC, 0),
-    "exec": (0, MS_NOEXEC),
-    "sync": (MS_SYNCHRONOUS, 0),
-    "noatime": (MS_NOATIME, 0),
-    "nodiratime": (MS_NODIRATIME, 0),
-    "remount": (MS_REMOUNT, 0),
-    "defaults": (0, 0),
-}
 
 
 class RootfsMount:

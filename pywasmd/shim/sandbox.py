@@ -40,8 +40,7 @@ import pyseccomp  # type: ignore[import-untyped]
 
 from pywasmd.cache import CompileCache
 from pywasmd.errors import Internal, InvalidArgument
-from pywasmd.oci.module import resolve_in_root
-from pywasmd.oci.sandbox import (
+from pywasmd.mountflags import (
     MS_BIND,
     MS_NODEV,
     MS_NOEXEC,
@@ -50,6 +49,9 @@ from pywasmd.oci.sandbox import (
     MS_REC,
     MS_REMOUNT,
     MS_SLAVE,
+)
+from pywasmd.oci.module import resolve_in_root
+from pywasmd.oci.sandbox import (
     Capabilities,
     Device,
     MountStep,

@@ -7,9 +7,7 @@ from typing import Any
 import pytest
 
 from pywasmd.errors import InvalidArgument
-from pywasmd.oci.sandbox import (
-    CAPABILITIES,
-    DEFAULT_DEVICES,
+from pywasmd.mountflags import (
     MS_BIND,
     MS_NODEV,
     MS_NOEXEC,
@@ -18,6 +16,10 @@ from pywasmd.oci.sandbox import (
     MS_RDONLY,
     MS_REC,
     MS_SLAVE,
+)
+from pywasmd.oci.sandbox import (
+    CAPABILITIES,
+    DEFAULT_DEVICES,
     Capabilities,
     Namespace,
     Sandbox,
