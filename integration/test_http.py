@@ -140,11 +140,14 @@ def function(
         extra += more
         ref, path = image or (cgi_image, module)
         argv = run_args(ref, cid, path, rm=False, detach=True, extra=extra)
+        began = time.monotonic()
         r = containerd.ctr(*argv, timeout=60)
         assert r.returncode == 0, explain(r)
         started.append(cid)
         assert _wait_status(containerd, cid, "RUNNING") == "RUNNING"
         _wait_answer(port, timeout=180)  # a component's first start compiles CPython
+        took = time.monotonic() - began
+        print(f"containerd {containerd.version}: ctr run -d {ref} to the first answer {took:.2f}s")
         return Function(containerd, cid, port, log)
 
     yield start
