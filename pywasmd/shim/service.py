@@ -410,12 +410,16 @@ class TaskService:
 
     async def _start_linux(self, task: Task) -> pb.StartResponse:
         assert self._runc is not None
-        next_state(task.status, Op.START, task.id)
+        # Taken before the first await, so an overlapping Start or Delete sees it.
+        task.status = next_state(task.status, Op.START, task.id)
         # Published before the program can run, so its exit can never overtake it.
         self._publish("/tasks/start", ev.TaskStart(container_id=task.id, pid=task.pid))
-        await self._runc.start(task.id, task.bundle)
-        if task.status is Status.CREATED:
-            task.status = next_state(task.status, Op.START, task.id)
+        try:
+            await self._runc.start(task.id, task.bundle)
+        except BaseException:
+            if task.status is Status.RUNNING:
+                task.status = Status.CREATED
+            raise
         return pb.StartResponse(pid=task.pid)
 
     def _on_exit(self, task: Task, status: int) -> None:
@@ -601,8 +605,7 @@ class TaskService:
 
     async def update(self, req: pb.UpdateTaskRequest) -> empty_pb2.Empty:
         task = self._task(req.id)
-        if task.status.finished:
-            raise FailedPrecondition(f"container {req.id!r} has stopped: nothing to update")
+        _check_live(task, "nothing to update")
         if task.linux:
             assert self._runc is not None
             await self._runc.update(task.id, task.bundle, bytes(req.resources.value))
@@ -643,8 +646,7 @@ class TaskService:
         _check_exec_id(req.exec_id)
         if req.exec_id in task.execs:
             raise AlreadyExists(f"exec {req.exec_id!r} already exists in container {req.id!r}")
-        if task.status.finished:
-            raise FailedPrecondition(f"container {req.id!r} has stopped: cannot exec in it")
+        _check_live(task, "cannot exec in it")
         try:
             process = parse_process(json.loads(req.spec.value or b"null"))
         except ValueError as exc:
@@ -706,6 +708,7 @@ class TaskService:
         return ex
 
     async def _start_exec(self, task: Task, ex: ExecProcess) -> pb.StartResponse:
+        _check_live(task)
         next_state(ex.status, Op.START, f"exec {ex.id!r}")
         if ex.runc_process is not None:
             assert self._runc is not None
@@ -808,6 +811,14 @@ def _kill_quietly(kill: Callable[[int, int], None], pid: int, sig: int) -> None:
         kill(pid, sig)
     except OSError:
         pass
+
+
+def _check_live(task: Task, why: str = "cannot start an exec in it") -> None:
+    """Exec and Update need a container that is not finished (nor being deleted)."""
+    if task.status is Status.DELETING:
+        raise NotFound(f"container {task.id!r} is being deleted")
+    if task.status.finished:
+        raise FailedPrecondition(f"container {task.id!r} has stopped: {why}")
 
 
 def _check_exec_id(exec_id: str) -> None:

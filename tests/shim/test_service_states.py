@@ -366,14 +366,14 @@ TASK_TABLE: dict[str, dict[str, Outcome]] = {
         "running": Ok(check=_memory_limit),
         "paused": Ok(check=_memory_limit),
         "stopped": FP,
-        "deleting": FP,
+        "deleting": NF,
     },
     "exec": {
         "created": Ok(("/tasks/exec-added",)),
         "running": Ok(("/tasks/exec-added",)),
         "paused": Ok(("/tasks/exec-added",)),
         "stopped": FP,
-        "deleting": FP,
+        "deleting": NF,
     },
     "shutdown": {s: Ok(check=_shutdown_waits) for s in STATES},
 }
