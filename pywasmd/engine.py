@@ -46,7 +46,8 @@ class CallResult:
 
 
 class Instances(Protocol):
-    """Fresh instances of one loaded module, one per call; calls may come from many threads."""
+    """Fresh instances of one loaded module, one per call; calls may come from many threads
+    (an implementation that takes one call at a time per process has ``max_parallel = 1``)."""
 
     def call(self, env: Sequence[tuple[str, str]], stdin: bytes, timeout: float) -> CallResult:
         """Run ``_start`` in a new instance with exactly ``env``, ``stdin`` as its stdin and

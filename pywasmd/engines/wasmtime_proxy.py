@@ -159,6 +159,9 @@ def _fast_bytes() -> None:
 class ProxyInstances:
     """``Instances`` for a component exporting ``wasi:http/incoming-handler@0.2.x``."""
 
+    #: Calls per process at once (see _CALL_LOCK); the server runs no more threads than this.
+    max_parallel = 1
+
     def __init__(
         self, engine: wasmtime.Engine, component: wc.Component, memory_limit: int | None
     ) -> None:

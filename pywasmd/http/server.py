@@ -549,7 +549,10 @@ def _serve_one(
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        server = _Server(plan, instances, base_env, sock, concurrency, children)
+        # An engine that runs one call at a time per process (wasi:http/proxy components)
+        # says so; more threads would only queue behind it and eat their deadline waiting.
+        parallel = min(concurrency, getattr(instances, "max_parallel", concurrency))
+        server = _Server(plan, instances, base_env, sock, parallel, children)
         return loop.run_until_complete(server.main())
     finally:
         sys.stdout.flush()
