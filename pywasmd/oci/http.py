@@ -27,6 +27,12 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_CONCURRENCY = 4
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 _HTTP_ONLY = (LISTEN_ANNOTATION, TIMEOUT_ANNOTATION, CONCURRENCY_ANNOTATION, MAX_BODY_ANNOTATION)
+# Limits of a command's whole run that have no meaning per request (and fuel would starve
+# every instance: the CGI runner gives a store none).
+_COMMAND_ONLY = {
+    "pywasm.io/timeout": f"{TIMEOUT_ANNOTATION} (wall time per request)",
+    "pywasm.io/fuel": f"{TIMEOUT_ANNOTATION} (wall time per request)",
+}
 _MAX_TIMEOUT = 3600.0
 _MAX_CONCURRENCY = 256
 _MAX_MAX_BODY = 1024**3
@@ -76,6 +82,12 @@ def http_plan(annotations: Mapping[str, str]) -> HttpPlan | None:
             f"annotation {TRIGGER_ANNOTATION}={trigger!r} is not allowed; use http (serve the "
             "module as a CGI function) or leave it out (run the module as a command)"
         )
+    for key, instead in _COMMAND_ONLY.items():
+        if key in annotations:
+            raise InvalidArgument(
+                f"annotation {key} limits a command's whole run; an HTTP function's requests "
+                f"are limited by {instead}: use that, or drop the trigger"
+            )
     host, port = parse_listen(annotations.get(LISTEN_ANNOTATION, DEFAULT_LISTEN))
     return HttpPlan(
         host=host,

@@ -58,6 +58,15 @@ def test_round_trip_through_the_worker_json() -> None:
             {"pywasm.io/trigger": "http", "pywasm.io/http-max-body": "-1"},
             "pywasm.io/http-max-body='-1' must be a positive whole number",
         ),
+        (
+            {"pywasm.io/trigger": "http", "pywasm.io/timeout": "30"},
+            "pywasm.io/timeout limits a command's whole run; an HTTP function's requests are "
+            "limited by pywasm.io/http-timeout",
+        ),
+        (
+            {"pywasm.io/trigger": "http", "pywasm.io/fuel": "1000"},
+            "pywasm.io/fuel limits a command's whole run",
+        ),
     ],
 )
 def test_refusals(annotations: dict[str, str], message: str) -> None:
