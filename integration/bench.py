@@ -15,9 +15,9 @@ pywasm figure side by side with runc on the same containerd, interleaved:
    echo server in a pywasm container vs busybox httpd's static file in a runc container, both
    behind `docker run -p`: wrk requests/s and p50/p99 at 10 and 50 connections, and `docker run
    -d` to the first 200 (integration/bench_http.py);
-7. issue 17 (integration/bench_scale.py): idle HTTP functions against busybox httpd (PSS per
-   container, how many fit in 1 GiB), the second start of the 75 MB clang module, and
-   (`--only density200`, not in the default run) PSS per idle container at 20 and 200;
+7. issue 17 (integration/bench_scale.py): PSS per idle container at 200 (and 20 with
+   `--only density200`), idle HTTP functions against busybox httpd (PSS per container, how
+   many fit in 1 GiB), the second start of the 75 MB clang module;
 
 plus a start-up breakdown (containerd at debug level, timestamps from `ctr` to guest exit).
 It prints the summary table, writes BENCHMARKS.md, a PNG chart (docs/bench-start-latency.png,
@@ -72,11 +72,11 @@ RUNTIMES = {"pywasm": PYWASM, "runc": RUNC}
 #: module, idle HTTP functions)
 SCALE_PARTS = ("density200", "clang", "functions")
 PARTS = ("ctr", "http", *SCALE_PARTS)
-#: what a run without `--only` measures. density200 is left out: on 2 busy cores it alone takes
-#: ~4 minutes (600 container starts and removals per containerd), which would take `make
-#: bench` over ~8 minutes; `--only density200` measures it. clang is in: after the first run on
-#: a machine its compile is reused (bench_scale._seed), so it costs seconds, not minutes.
-DEFAULT_PARTS = ("ctr", "http", "functions", "clang")
+#: what a run without `--only` measures (~8 minutes on 2 busy cores). With ctr, density200
+#: measures only 200 containers (ctr's density has the 20): 600 container starts and removals
+#: per containerd, ~75 s; `--only density200` measures 20 and 200. clang's compile (1-2
+#: minutes) is reused after the first run on a machine (bench_scale._seed).
+DEFAULT_PARTS = ("ctr", "http", "density200", "functions", "clang")
 GROUP_ANNOTATION = "pywasm.io/group"
 
 Json = dict[str, Any]
@@ -1042,7 +1042,10 @@ def run_all(
     scale = [p for p in SCALE_PARTS if p in parts]
     for version in s.versions if scale else ():
         print(f"containerd {version}: {', '.join(scale)} ...", flush=True)
-        found = bench_scale.measure(version, scale, lambda m: print(m, flush=True), smoke=smoke)
+        counts = (200,) if "ctr" in parts else (20, 200)
+        found = bench_scale.measure(
+            version, scale, lambda m: print(m, flush=True), smoke=smoke, counts=counts
+        )
         results["versions"].setdefault(version, {}).update(found)
     if "http" in parts:
         print("http (Docker 28 -p, containerd 2.1) ...", flush=True)
