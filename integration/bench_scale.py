@@ -5,11 +5,12 @@
   shim server per container, pywasm grouped (`pywasm.io/group`: one server for all), runc
   with busybox `sleep`. Containers start 4 at a time; the PSS of every process each runtime
   added is summed (the zygote's once), and one process of each kind (the one with the median
-  PSS) is described from `/proc/<pid>/smaps_rollup` and its largest `smaps` mappings.
+  PSS) is described from `/proc/<pid>/smaps_rollup` and its largest `smaps` mappings. In the
+  default run (with the ctr part, whose density has the 20) only 200 are measured.
 - `clang`: the 75 MB LLVM module of the npm package `@yowasp/clang` (a WASI preview 1 command:
   it imports only `wasi_snapshot_preview1`) compiling a small C file to wasm32 assembly
-  (`clang -S -O2`): the first start (compiles the module) and later starts interleaved with
-  hello starts.
+  (`clang -S -O2`): the first start (compiles the module, 1-2 minutes here, unless an earlier
+  run's compile is there to reuse: see _seed) and later starts interleaved with hello starts.
 - `functions`: idle HTTP functions (annotation `pywasm.io/trigger=http`, the CGI guest
   integration/guests/cgi.c) against busybox `httpd` under runc, each container in its own
   network namespace (ctr's default: only `lo`), one of each checked to answer 200 from inside
