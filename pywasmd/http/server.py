@@ -48,6 +48,8 @@ _prctl = ctypes.CDLL(None, use_errno=True).prctl
 READ_TIMEOUT = 10.0
 #: An idle keep-alive connection is closed after this long.
 IDLE_TIMEOUT = 30.0
+#: How long a refused client may keep sending before its connection closes.
+LINGER = 1.0
 #: Request line and headers together.
 MAX_HEAD = 64 * 1024
 #: Requests of one connection read ahead of the one being served.
@@ -280,7 +282,16 @@ class _Connection(asyncio.Protocol):
             request.method = self.parser.get_method().decode("ascii", "replace") or "?"
         self._send(request, error_response(status), keep=False)
         self.closing = True
-        if self.transport is not None:
+        if self.transport is None:
+            return
+        # A client still sending (a body over the limit) would get a reset for its unread
+        # data and could lose the answer: end our side, discard what comes for a moment
+        # (data_received drops it while closing), then close, as nginx's lingering close.
+        self._disarm()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.timer = asyncio.get_running_loop().call_later(LINGER, self.transport.close)
+        else:
             self.transport.close()
 
     def _slow(self) -> None:
