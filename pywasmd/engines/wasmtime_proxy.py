@@ -15,7 +15,6 @@ nothing new.  Bodies are whole, both ways (no streaming yet).
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
 import threading
@@ -105,57 +104,6 @@ def _call() -> _Call:
     return call
 
 
-def _fast_bytes() -> None:
-    """Convert ``list<u8>`` values in one copy instead of one Python call per byte.
-
-    wasmtime-py 47's ``ListType`` lowers and lifts every element through Python (about 3 us a
-    byte: a 1 MiB body took 3 s each way).  A ``list<u8>`` is an array of
-    ``wasmtime_component_val_t`` (kind U8, the byte at the start of its union); this fills and
-    reads that array with strided slices.  Installed only for the layout it was written
-    against, once, in processes that serve proxy components; anything else takes wasmtime-py's
-    own path.
-    """
-    from wasmtime import _ffi as ffi
-    from wasmtime.component._types import ListType
-
-    val = ffi.wasmtime_component_val_t
-    if getattr(ListType, "_pywasm_fast", False):
-        return
-    if (ctypes.sizeof(val), val.kind.offset, val.of.offset) != (32, 0, 8):
-        return
-    size, at = ctypes.sizeof(val), val.of.offset
-    u8 = bytes([ffi.WASMTIME_COMPONENT_U8.value])
-    lower, lift = ListType.convert_to_c, ListType.convert_from_c
-
-    def convert_to_c(self: Any, store: Any, value: Any, ptr: Any) -> None:
-        if not isinstance(value, bytes) or not self._is_bytes():
-            lower(self, store, value, ptr)
-            return
-        n = len(value)
-        raw = ffi.wasmtime_component_vallist_t()
-        ffi.wasmtime_component_vallist_new_uninit(raw, n)
-        if n:
-            buf = bytearray(n * size)
-            buf[0::size] = u8 * n
-            buf[at::size] = value
-            ctypes.memmove(raw.data, (ctypes.c_char * len(buf)).from_buffer(buf), len(buf))
-        ptr.contents.kind = ffi.WASMTIME_COMPONENT_LIST
-        ptr.contents.of.list = raw
-
-    def convert_from_c(self: Any, c: Any) -> Any:
-        if not self._is_bytes():
-            return lift(self, c)
-        try:
-            n = c.of.list.size
-            return ctypes.string_at(c.of.list.data, n * size)[at::size] if n else b""
-        finally:
-            ffi.wasmtime_component_vallist_delete(ctypes.byref(c.of.list))
-
-    ListType.convert_to_c = convert_to_c  # type: ignore[method-assign,assignment]
-    ListType.convert_from_c = convert_from_c  # type: ignore[method-assign]
-    ListType._pywasm_fast = True  # type: ignore[attr-defined]
-
-
 class ProxyInstances:
     """``Instances`` for a component exporting ``wasi:http/incoming-handler@0.2.x``."""
 
@@ -168,7 +116,6 @@ class ProxyInstances:
         self._engine = engine
         self._component = component
         self._memory_limit = memory_limit
-        _fast_bytes()
         self._types: list[tuple[wc.ResourceType, int, str]] = []
         self._linker = wc.Linker(engine)
         self._define(component.type.imports(engine))
