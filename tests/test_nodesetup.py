@@ -37,11 +37,15 @@ def test_containerd_layouts() -> None:
     two = tomllib.loads(nodesetup.containerd_snippet(2))
     entry1 = one["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["pywasm"]
     entry2 = two["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["pywasm"]
-    assert entry1 == entry2 == {
-        "runtime_type": "io.containerd.pywasm.v1",
-        # Kubernetes sets no container annotations: pywasm.io/* ones come from the pod.
-        "pod_annotations": ["pywasm.io/*"],
-    }
+    assert (
+        entry1
+        == entry2
+        == {
+            "runtime_type": "io.containerd.pywasm.v1",
+            # Kubernetes sets no container annotations: pywasm.io/* ones come from the pod.
+            "pod_annotations": ["pywasm.io/*"],
+        }
+    )
 
 
 def test_runtimeclass_manifest() -> None:

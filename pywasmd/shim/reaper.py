@@ -45,6 +45,11 @@ class Reaper:
             return
         self._waiting[pid] = callback
 
+    def forget(self, pid: int) -> None:
+        """``pid`` names a live process now: an exit kept under that number belongs to an
+        earlier process that had it, and must never reach whoever watches the new one."""
+        self._unclaimed.pop(pid, None)
+
     def reap(self) -> None:
         while True:
             try:

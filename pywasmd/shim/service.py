@@ -297,6 +297,8 @@ class TaskService:
     ) -> Worker:
         """A worker with ``plan`` loaded and waiting for Start; on failure none is left."""
         worker = self._launcher.spawn(io.open(), plan.engine)
+        # Pids are reused: an old exit kept under this number is not this worker's.
+        self._reaper.forget(worker.pid)
         try:
             io.after_spawn()
             spawned = worker.pid
@@ -307,6 +309,7 @@ class TaskService:
                 # The container's pid 1 took over from the process that loaded the module:
                 # claim that one's exit, or a later process given its pid would inherit it.
                 self._reaper.watch(spawned, lambda _status: None)
+                self._reaper.forget(worker.pid)
                 if bundle:
                     _write_pid(bundle, worker.pid)
         except BaseException:
@@ -338,6 +341,8 @@ class TaskService:
                 await self._runc.delete(req.id, req.bundle)
             raise
         io.after_spawn()
+        # runc's init waits for `runc start`: an exit kept under its pid is an older process's.
+        self._reaper.forget(pid)
         # runc made the cgroup and removes it; the shim only reads it (stats, OOM).
         cgroup = Cgroup(spec.cgroups_path) if spec.cgroups_path else None
         if cgroup is not None:
