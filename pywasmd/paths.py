@@ -45,7 +45,7 @@ RUNC_STATE_ROOT = "/run/pywasm/runc"
 ZYGOTE_DIR = "/run/pywasm"
 CGROUP_ROOT = "/sys/fs/cgroup"
 #: The cgroup v1 hierarchies a container's cgroup is made in (and removed from).
-CGROUP_V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer")
+CGROUP_V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer", "devices")
 #: Searched for runc, and the PATH of processes the shim spawns and of a container whose
 #: config sets none (the same default runc and Docker use).
 BIN_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")

@@ -35,7 +35,10 @@ def test_cgroup_path_with_dot_dot_is_ignored(tmp_path: Path) -> None:
     assert paths.read_cgroup(bundle) == "default/c1"
     assert paths.cgroup_dirs("default/c1", "/cg") == [
         "/cg/default/c1",
-        *(f"/cg/{c}/default/c1" for c in ("memory", "cpu", "cpuacct", "pids", "freezer")),
+        *(
+            f"/cg/{c}/default/c1"
+            for c in ("memory", "cpu", "cpuacct", "pids", "freezer", "devices")
+        ),
     ]
     paths.write_cgroup(bundle, "/default/../../x")
     assert paths.read_cgroup(bundle) == ""

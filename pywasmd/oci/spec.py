@@ -54,6 +54,8 @@ class Resources:
     cpu_quota: int | None = None
     cpu_period: int | None = None
     pids_limit: int | None = None
+    #: ``linux.resources.devices`` in order: (allow, type a|c|b, major, minor, access), -1 = any.
+    devices: tuple[tuple[bool, str, int, int, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,30 @@ def parse_resources(res_raw: Mapping[str, Any]) -> Resources:
         cpu_quota=_int(cpu, "linux.resources.cpu.quota", "quota"),
         cpu_period=_int(cpu, "linux.resources.cpu.period", "period"),
         pids_limit=pids_limit,
+        devices=_device_rules(res_raw.get("devices")),
     )
+
+
+def _device_rules(raw: object) -> tuple[tuple[bool, str, int, int, str], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise InvalidArgument("linux.resources.devices must be a list of device rules")
+    rules = []
+    for index, rule in enumerate(raw):
+        where = f"linux.resources.devices[{index}]"
+        if not isinstance(rule, dict):
+            raise InvalidArgument(f"{where} must be an object")
+        kind = str(rule.get("type") or "a")
+        access = str(rule.get("access") or "rwm")
+        if kind not in ("a", "c", "b") or not access or set(access) - set("rwm"):
+            raise InvalidArgument(f"{where}: type must be a, c or b and access a mix of r, w, m")
+        numbers = [rule.get("major"), rule.get("minor")]
+        if any(n is not None and (isinstance(n, bool) or not isinstance(n, int)) for n in numbers):
+            raise InvalidArgument(f"{where}: major and minor must be integers")
+        major, minor = (-1 if n is None else int(n) for n in numbers)
+        rules.append((bool(rule.get("allow", False)), kind, major, minor, access))
+    return tuple(rules)
 
 
 def check_wasm_resources(res: Resources) -> None:

@@ -37,6 +37,27 @@ def _write(path: str, value: str) -> None:
         f.write(value)
 
 
+#: What runc (1.1) appends to every container's device rules: mknod of any node, the default
+#: devices, ptys and tun.
+RUNC_ALLOWED_DEVICES = (
+    (True, "c", -1, -1, "m"),
+    (True, "b", -1, -1, "m"),
+    (True, "c", 1, 3, "rwm"),
+    (True, "c", 1, 8, "rwm"),
+    (True, "c", 1, 7, "rwm"),
+    (True, "c", 5, 0, "rwm"),
+    (True, "c", 1, 5, "rwm"),
+    (True, "c", 1, 9, "rwm"),
+    (True, "c", 136, -1, "rwm"),
+    (True, "c", 5, 2, "rwm"),
+    (True, "c", 10, 200, "rwm"),
+)
+
+
+def _any(number: int) -> str:
+    return "*" if number < 0 else str(number)
+
+
 def _read(path: str) -> str:
     try:
         with open(path, encoding="ascii") as f:
@@ -112,8 +133,21 @@ class Cgroup:
             _write(f"{cpu}/cpu.cfs_quota_us", str(res.cpu_quota))
         if res.pids_limit and res.pids_limit > 0:
             _write(f"{pids}/pids.max", str(res.pids_limit))
+        devices = self._dir("devices")
+        if res.devices and os.path.isdir(devices):
+            # As runc: the rules in order, so a guest that escaped the engine cannot open a
+            # device node it made (the host's disk) any more than a runc process can.
+            for allow, kind, major, minor, access in res.devices + RUNC_ALLOWED_DEVICES:
+                rule = kind if kind == "a" else f"{kind} {_any(major)}:{_any(minor)} {access}"
+                _write(f"{devices}/devices.{'allow' if allow else 'deny'}", rule)
 
     def _apply_v2(self, res: Resources) -> None:
+        if res.devices:
+            log.warning(
+                "cgroup %s: linux.resources.devices needs an eBPF program on cgroup v2, which "
+                "pywasm does not load yet; device rules are not enforced",
+                self.path,
+            )
         d = self._dir("")
         if res.memory_limit:
             _write(f"{d}/memory.max", str(res.memory_limit))

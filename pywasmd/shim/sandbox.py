@@ -379,7 +379,7 @@ def _mount_cgroups(dest: str, step: MountStep, cgroup_path: str) -> None:
             _mount(own, target, None, MS_BIND)
             _mount(own, target, None, MS_BIND | MS_REMOUNT | flags)
         else:
-            _mount("tmpfs", target, "tmpfs", flags | MS_RDONLY, "mode=755")
+            _mount("tmpfs", target, "tmpfs", flags, "mode=755")
 
 
 def _make_device(rootfs: str, device: Device) -> None:

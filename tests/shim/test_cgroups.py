@@ -1,6 +1,7 @@
 from pathlib import Path
 
-from pywasmd.oci.spec import Resources
+from pywasmd.oci.spec import Resources, parse_resources
+from pywasmd.shim import cgroups
 from pywasmd.shim.cgroups import Cgroup, normalize
 
 
@@ -39,3 +40,38 @@ def test_a_cgroup_others_use_is_joined_without_touching_its_limits(tmp_path: Pat
 def test_systemd_paths_become_scopes() -> None:
     assert normalize("system.slice:docker:abc") == "/system.slice/docker-abc.scope"
     assert normalize("docker/abc") == "/docker/abc"
+
+
+def test_device_rules_are_written_in_order_on_cgroup_v1(tmp_path: Path) -> None:
+    fake_v1(tmp_path)
+    (tmp_path / "devices").mkdir()
+    cg = Cgroup("/default/c2", root=str(tmp_path))
+    rules = parse_resources(
+        {
+            "devices": [
+                {"allow": False, "access": "rwm"},
+                {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+                {"allow": True, "type": "c", "major": 136, "access": "rwm"},
+            ]
+        }
+    )
+    written: list[tuple[str, str]] = []
+    real_write = cgroups._write
+
+    def record(path: str, value: str) -> None:
+        written.append((Path(path).name, value))
+        real_write(path, value)
+
+    cgroups._write = record
+    try:
+        cg.create(rules)
+    finally:
+        cgroups._write = real_write
+    assert [w for w in written if w[0].startswith("devices.")][:5] == [
+        ("devices.deny", "a"),
+        ("devices.allow", "c 1:3 rwm"),
+        ("devices.allow", "c 136:* rwm"),
+        # runc's own defaults follow: mknod of any character and block node
+        ("devices.allow", "c *:* m"),
+        ("devices.allow", "b *:* m"),
+    ]
