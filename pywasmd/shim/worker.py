@@ -273,10 +273,16 @@ def main(log_fd: int | None = None) -> None:
 
 def _become_pid_one(pid_namespace: str) -> None:
     """Hand over to a copy of this process in the container's pid namespace, then go."""
+    # The copy says nothing on the control socket before the shim has read its pid: it waits
+    # for the end of this pipe, which the first process holds until it exits.
+    handed, handing = os.pipe()
     child = sandbox.start_in_pid_namespace(pid_namespace)
     if child:
         os.write(CONTROL_FD, f"pid {child}\n".encode())
         os._exit(0)
+    os.close(handing)
+    os.read(handed, 1)
+    os.close(handed)
     # The copy's own session (kill --all signals it), and death with the shim, its parent now.
     os.setsid()
     _reset_signals()
