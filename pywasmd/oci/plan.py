@@ -196,6 +196,15 @@ def _in_container(
     return tuple(Preopen(g.guest, g.guest, g.readonly) for g in grants if g.host not in files), ()
 
 
+def missing_cwd(cwd: str) -> InvalidArgument:
+    """The refusal of a ``process.cwd`` the container does not have (checked by the shim on
+    the host, or by the worker inside the container's own mount namespace)."""
+    return InvalidArgument(
+        f"process.cwd {cwd!r} does not exist in the container: create it in the image "
+        "(WORKDIR) or mount it, or pass an existing directory (-w/--cwd)"
+    )
+
+
 def host_path(plan: WasiPlan, guest: str) -> str | None:
     """Where ``guest`` lives on the host: the longest preopen that holds it wins."""
     from pywasmd.oci.module import resolve_in_root

@@ -42,7 +42,7 @@ from pywasmd.errors import (
 from pywasmd.nodeconfig import config_path, load_node_config
 from pywasmd.oci.engine_choice import choose_engine
 from pywasmd.oci.module import LINUX, locate_module, program_kind
-from pywasmd.oci.plan import WasiPlan, host_path, plan_from_spec, split_env
+from pywasmd.oci.plan import WasiPlan, host_path, missing_cwd, plan_from_spec, split_env
 from pywasmd.oci.runtime_options import runtime_options
 from pywasmd.oci.sandbox import for_exec
 from pywasmd.oci.spec import (
@@ -842,10 +842,7 @@ def _check_cwd(plan: WasiPlan) -> None:
         return  # a path of the container's own mount namespace: the worker checks it there
     where = host_path(plan, plan.cwd)
     if where is None or not os.path.isdir(where):
-        raise InvalidArgument(
-            f"process.cwd {plan.cwd!r} does not exist in the container: create it in the image "
-            "(WORKDIR) or mount it, or pass an existing directory (-w/--cwd)"
-        )
+        raise missing_cwd(plan.cwd)
 
 
 def _make_cgroup(bundle: str, spec: RuntimeSpec) -> Cgroup | None:

@@ -303,13 +303,10 @@ def _check_fd_room(grants: int) -> None:
 
 
 def _check_cwd(cwd: str) -> None:
-    from pywasmd.errors import InvalidArgument
+    from pywasmd.oci.plan import missing_cwd
 
     if not os.path.isdir(cwd):
-        raise InvalidArgument(
-            f"process.cwd {cwd!r} does not exist in the container: create it in the image "
-            "(WORKDIR) or mount it, or pass an existing directory (-w/--cwd)"
-        )
+        raise missing_cwd(cwd)
 
 
 #: Tests of the sandbox run a Python payload in place of the guest, after the whole sandbox
