@@ -24,6 +24,7 @@ from pywasmd.mountflags import (
     MS_SLAVE,
     MS_UNBINDABLE,
 )
+from pywasmd.oci.spec import _list, _obj
 
 #: OCI namespace type -> the name of its file under /proc/<pid>/ns.
 NAMESPACE_FILES: dict[str, str] = {
@@ -258,8 +259,8 @@ def mount_options(options: tuple[str, ...]) -> tuple[int, int, str]:
 
 def parse_sandbox(raw: Mapping[str, Any], rootfs: str) -> Sandbox:
     """The sandbox a config asks for; ``rootfs`` is the container's root on the host."""
-    linux = _obj(raw, "linux")
-    process = _obj(raw, "process")
+    linux = _obj(raw, "linux", required=False)
+    process = _obj(raw, "process", required=False)
     namespaces = _namespaces(linux)
     mounts = tuple(_mount_step(i, m) for i, m in enumerate(_list(raw, "mounts")))
     propagation_name = str(linux.get("rootfsPropagation") or "rslave")
@@ -278,7 +279,7 @@ def parse_sandbox(raw: Mapping[str, Any], rootfs: str) -> Sandbox:
             "pywasm shim; drop SCMP_ACT_NOTIFY rules from the profile"
         )
     oom = process.get("oomScoreAdj")
-    root = _obj(raw, "root")
+    root = _obj(raw, "root", required=False)
     return Sandbox(
         namespaces=namespaces,
         rootfs=rootfs,
@@ -288,7 +289,9 @@ def parse_sandbox(raw: Mapping[str, Any], rootfs: str) -> Sandbox:
         devices=_devices(linux),
         masked_paths=tuple(str(p) for p in _list(linux, "maskedPaths")),
         readonly_paths=tuple(str(p) for p in _list(linux, "readonlyPaths")),
-        sysctl=tuple(sorted((str(k), str(v)) for k, v in _obj(linux, "sysctl").items())),
+        sysctl=tuple(
+            sorted((str(k), str(v)) for k, v in _obj(linux, "sysctl", required=False).items())
+        ),
         hostname=str(raw.get("hostname") or ""),
         domainname=str(raw.get("domainname") or ""),
         capabilities=caps,
@@ -442,24 +445,6 @@ def _rlimits(process: Mapping[str, Any]) -> tuple[tuple[str, int, int], ...]:
             raise InvalidArgument(f"{where}: soft limit {soft} is above the hard limit {hard}")
         limits.append((str(raw["type"]), hard, soft))
     return tuple(limits)
-
-
-def _obj(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = raw.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidArgument(f"{key} must be an object")
-    return value
-
-
-def _list(raw: Mapping[str, Any], key: str) -> list[Any]:
-    value = raw.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise InvalidArgument(f"{key} must be a list")
-    return value
 
 
 def _int(raw: Mapping[str, Any], where: str, key: str, default: int | None = None) -> int:
