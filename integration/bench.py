@@ -18,6 +18,8 @@ pywasm figure side by side with runc on the same containerd, interleaved:
 7. issue 17 (integration/bench_scale.py): PSS per idle container at 200 (and 20 with
    `--only density200`), idle HTTP functions against busybox httpd (PSS per container, how
    many fit in 1 GiB), the second start of the 75 MB clang module;
+8. HTTP functions (issue 15, in 6's run, integration/bench_functions.py): the C CGI function and
+   the wasi:http/proxy function against busybox httpd's native CGI and static file behind `-p`;
 
 plus a start-up breakdown (containerd at debug level, timestamps from `ctr` to guest exit).
 It prints the summary table, writes BENCHMARKS.md, a PNG chart (docs/bench-start-latency.png,
@@ -49,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from integration import bench_http, bench_scale, images
+from integration import bench_functions, bench_http, bench_scale, images
 from integration.bench_node import (
     NATIVE,
     PYTHON,
@@ -712,6 +714,8 @@ def summary_rows(results: Json) -> list[list[str]]:
         rows.append(
             ["6 `docker run -d` to first 200", label, ms(a), ms(b), fmt_ratio(ratio(a, b)), "", ""]
         )
+        if http.get("functions"):
+            rows += bench_functions.summary_rows(http["functions"], label)
     return rows
 
 
@@ -774,7 +778,8 @@ def report(results: Json, chart: Path | None) -> str:
         "private containerd, interleaved, for containerd 1.6 and 2.1; see docs/performance.md for",
         "what the figures mean and how they are taken. Ratios are pywasm/runc unless stated.",
         "Target 6 (issue 14) is a Wasm HTTP server against busybox httpd behind Docker's `-p`",
-        "(docs/networking.md).",
+        "(docs/networking.md); target 8 (issue 15), HTTP functions against busybox httpd's CGI",
+        "and static file (docs/http.md).",
         "",
         f"- date: {results['date']}",
         f"- machine: {m['cpus']} CPUs ({m['cpu']}), {m['memory_gb']} GB, kernel {m['kernel']},"

@@ -1,4 +1,5 @@
-"""First comparison for HTTP functions (docs/http.md): the C CGI function of
+"""First comparison for HTTP functions (docs/http.md), outside any container (`make bench`'s
+own, behind Docker's `-p`, is integration/bench_functions.py): the C CGI function of
 integration/guests/cgi.c served by pywasm (`ctr run --net-host`, pywasm.io/trigger=http, on a
 private containerd) against busybox httpd running the same C program, built natively, as a CGI
 (`busybox httpd -f -p 127.0.0.1:PORT -h DIR`, DIR/cgi-bin/fn), both on the machine's loopback.
@@ -19,12 +20,12 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from integration import guests, http_guests, images
+from integration.bench_functions import native_cgi
 from integration.containerd import Containerd, new_id, run_args
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,9 +40,7 @@ def _free_port() -> int:
 def _native_cgi(out: Path) -> Path:
     exe = out / "cgi-bin" / "fn"
     exe.parent.mkdir(parents=True)
-    cmd = [sys.executable, "-m", "ziglang", "cc", "-target", "x86_64-linux-musl", "-O2", "-s"]
-    env = dict(os.environ, ZIG_GLOBAL_CACHE_DIR=str(REPO / ".cache" / "zig"))
-    subprocess.run([*cmd, "-o", str(exe), str(guests.SOURCES / "cgi.c")], check=True, env=env)
+    shutil.copy(native_cgi(), exe)
     return exe
 
 

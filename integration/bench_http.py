@@ -16,7 +16,9 @@ cache, so the Wasm server's first start really compiles.
   requests/s and p50/p99 latency per run (median over runs in the report);
 - start: the time from `docker run -d -p` to the first 200 answer through the published port
   (a client polling every 5 ms from inside the namespace), interleaved; the Wasm server's first
-  start (compiling the 18 MB component) is kept apart.
+  start (compiling the 18 MB component) is kept apart;
+- then, on the same Docker, issue 15's HTTP functions (integration/bench_functions.py: the C CGI
+  function and the wasi:http/proxy function against busybox httpd's CGI and static file).
 
 The loads are bounded (a few seconds each, loopback of a test namespace only).
 """
@@ -35,11 +37,11 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from integration import images, net_guests
+from integration import bench_functions, images, net_guests
 from integration.docker import DOCKERD, PYWASM
 from integration.netns import Stack
 
@@ -71,14 +73,16 @@ class HttpSettings:
     seconds: int  # per wrk run
     rounds: int  # wrk runs per runtime and connection count (ABBA order)
     starts: int  # `docker run -d` to the first 200, per runtime (after the Wasm compile)
+    #: issue 15's HTTP functions (integration/bench_functions.py) on the same Docker, after these
+    functions: bench_functions.FunctionSettings | None = None
 
     @classmethod
     def full(cls) -> HttpSettings:
-        return cls(5, 2, 5)
+        return cls(5, 2, 5, bench_functions.FunctionSettings.full())
 
     @classmethod
     def smoke(cls) -> HttpSettings:
-        return cls(1, 1, 1)
+        return cls(1, 1, 1, bench_functions.FunctionSettings.smoke())
 
 
 def runtime_args(runtime: str, port: int) -> list[str]:
@@ -131,10 +135,11 @@ def get_status(port: int, path: str = "/", timeout: float = 2.0) -> int:
     return int(found.group(1)) if found else 0
 
 
-def first_200(port: int, began: float, timeout: float = 120.0) -> float:
-    """Seconds from `began` (time.monotonic) to the first 200 on `port`; nan on a timeout."""
+def first_200(port: int, began: float, timeout: float = 120.0, path: str = "/") -> float:
+    """Seconds from `began` (time.monotonic) to the first 200 for `path` on `port`; nan on a
+    timeout."""
     while time.monotonic() - began < timeout:
-        if get_status(port, "/", timeout=1.0) == 200:
+        if get_status(port, path, timeout=1.0) == 200:
             return time.monotonic() - began
         time.sleep(0.005)
     return float("nan")
@@ -172,7 +177,14 @@ def parse_wrk(out: str) -> Json:
     }
 
 
-def wrk(stack: Stack, port: int, connections: int, seconds: int, extra: Sequence[str] = ()) -> Json:
+def wrk(
+    stack: Stack,
+    port: int,
+    connections: int,
+    seconds: int,
+    extra: Sequence[str] = (),
+    path: str = "/",
+) -> Json:
     argv = [
         *stack.netns.launcher,
         "wrk",
@@ -183,7 +195,7 @@ def wrk(stack: Stack, port: int, connections: int, seconds: int, extra: Sequence
         f"-d{seconds}s",
         "--timeout",
         "5s",
-        f"http://127.0.0.1:{port}/",
+        f"http://127.0.0.1:{port}{path}",
     ]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
     if r.returncode != 0:
@@ -209,7 +221,7 @@ def measure(s: HttpSettings, log: Callable[[str], None] = lambda m: print(m, flu
         images.build_busybox_archive(),
     ]
     cache = Path(tempfile.mkdtemp(prefix="pywasm-bench-http-cache-"))
-    res: Json = {"settings": s.__dict__, "connections": list(CONNECTIONS), "failures": []}
+    res: Json = {"settings": asdict(s), "connections": list(CONNECTIONS), "failures": []}
     stack = Stack("2.1", docker=True, env={"PYWASM_CACHE_DIR": str(cache)})
     t0 = time.monotonic()
     try:
@@ -222,6 +234,9 @@ def measure(s: HttpSettings, log: Callable[[str], None] = lambda m: print(m, flu
             res["start"] = _starts(stack, client, s, res["failures"])
             log(f"  http: starts {time.monotonic() - t0:.1f}s")
             res["load"] = _loads(stack, client, s, res["failures"])
+            if s.functions is not None:
+                log(f"  http: target 6 {time.monotonic() - t0:.1f}s; HTTP functions ...")
+                res["functions"] = bench_functions.measure_in(stack, client, s.functions, log)
         res["wrk"] = _wrk_version(stack)
     finally:
         left = stack.stop()
@@ -370,6 +385,8 @@ def report_lines(res: Json) -> list[str]:
         lines += ["Failed runs (HTTP, not counted):", ""]
         lines += [f"- {f}" for f in res["failures"][:6]]
         lines.append("")
+    if res.get("functions"):
+        lines += bench_functions.report_lines(res["functions"])
     return lines
 
 
@@ -386,6 +403,8 @@ def _spread(xs: Sequence[float]) -> str:
 
 def complete(res: Json) -> bool:
     load = res.get("load", {})
+    if "functions" in res and not bench_functions.complete(res["functions"]):
+        return False
     return all(load.get(str(c), {}).get(v) for c in CONNECTIONS for v in VARIANTS) and all(
         res.get("start", {}).get(rt) for rt in LOAD_PORTS
     )

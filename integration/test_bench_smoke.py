@@ -13,7 +13,16 @@ from integration import bench
 
 REPO = Path(__file__).resolve().parent.parent
 OUTPUTS = (REPO / "BENCHMARKS.md", bench.CHART, bench.RESULTS)
-TARGETS = ("1 start", "1 shim span", "3 throughput", "4 density", "5 guest speed", "6 HTTP")
+TARGETS = (
+    "1 start",
+    "1 shim span",
+    "3 throughput",
+    "4 density",
+    "5 guest speed",
+    "6 HTTP",
+    "8 CGI function",
+    "8 proxy function",
+)
 
 
 def _stamps() -> dict[Path, int]:
