@@ -23,12 +23,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 
 import wasmtime
 from wasmtime import component as wc
 
 from pywasmd.engine import CallResult
+from pywasmd.http.exchange import BodyError, Exchange, Gone, Overrun, collecting
 
 HANDLER_INTERFACE = "wasi:http/incoming-handler@0.2"
 #: How often the engine's epoch advances (pywasmd.engines.wasmtime ticks it); a request's
@@ -51,22 +52,99 @@ class _Fields:
     entries: list[tuple[str, bytes]] = field(default_factory=list)
 
 
+class _Source(Protocol):
+    def read(self, size: int) -> bytes | None: ...
+
+    def readable(self) -> bool: ...
+
+
+class _Empty:
+    """stdin: at its end from the start."""
+
+    def read(self, size: int) -> bytes | None:
+        return None
+
+    def readable(self) -> bool:
+        return True
+
+
 @dataclass
 class _InStream:
-    data: bytes
-    pos: int = 0
+    source: _Source
+
+
+class _Sink(Protocol):
+    def capacity(self) -> int: ...
+
+    def writable(self) -> bool: ...
+
+    def flushed(self) -> bool: ...
+
+    def write(self, data: bytes) -> None: ...
+
+
+class _FdSink:
+    """stdout and stderr of the guest: the container's stderr, written at once."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def capacity(self) -> int:
+        return 1 << 20
+
+    def writable(self) -> bool:
+        return True
+
+    def flushed(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
 
 
 @dataclass
 class _OutStream:
-    sink: Callable[[bytes], None]
+    sink: _Sink
 
 
 @dataclass
 class _Response:
     headers: _Fields
     status: int = 200
-    body: bytearray = field(default_factory=bytearray)
+    #: Written before response-outparam.set: sent with the head.
+    pending: bytearray = field(default_factory=bytearray)
+    live: bool = False
+    body_taken: bool = False
+    finished: bool = False
+
+
+class _BodySink:
+    """An outgoing-body's stream: into the exchange once the response is set, kept until then."""
+
+    def __init__(self, response: _Response, exchange: Exchange) -> None:
+        self.response = response
+        self.exchange = exchange
+
+    def capacity(self) -> int:
+        if self.response.live:
+            return self.exchange.capacity()
+        return max(0, self.exchange.window - len(self.response.pending))
+
+    def writable(self) -> bool:
+        if self.response.live:
+            return self.exchange.writable()
+        return len(self.response.pending) < self.exchange.window
+
+    def flushed(self) -> bool:
+        return self.exchange.flushed() if self.response.live else True
+
+    def write(self, data: bytes) -> None:
+        if self.response.live:
+            self.exchange.write(data)
+        else:
+            self.response.pending += data
 
 
 @dataclass
@@ -76,12 +154,18 @@ class _Request:
     scheme: str
     authority: str
     headers: _Fields
-    body: bytes
 
 
 @dataclass
 class _Pollable:
+    #: A clock's instant (monotonic seconds); None with ``check``, or always ready.
     deadline: float | None = None
+    check: Callable[[], bool] | None = None
+
+    def ready(self) -> bool:
+        if self.check is not None:
+            return self.check()
+        return self.deadline is None or time.monotonic() >= self.deadline
 
 
 @dataclass
@@ -90,10 +174,13 @@ class _Call:
 
     request: _Request
     env: list[tuple[str, str]]
+    exchange: Exchange
+    deadline: float
     objects: dict[int, object] = field(default_factory=dict)
     next_rep: int = 1
     response: _Response | None = None
     error: str = ""
+    timed_out: bool = False
 
 
 _local = threading.local()
@@ -152,7 +239,21 @@ class ProxyInstances:
     # --- one request ---
 
     def call(self, env: Sequence[tuple[str, str]], stdin: bytes, timeout: float) -> CallResult:
-        call = _Call(_request(env, stdin), [(k, v) for k, v in env])
+        """The whole body in, the whole response out as a CGI response (tests, tools)."""
+        exchange, kept = collecting(stdin)
+        result = self.call_streaming(env, exchange, timeout)
+        if result.outcome != "exit":
+            return result
+        head = _Response(_Fields(kept.headers), kept.status)
+        return CallResult("exit", 0, _as_cgi(head, bytes(kept.body)))
+
+    def call_streaming(
+        self, env: Sequence[tuple[str, str]], exchange: Exchange, timeout: float
+    ) -> CallResult:
+        """Run ``handle`` in a new instance: the request body is read from ``exchange`` as
+        it arrives, the response goes to it as it is written.  "exit" means the response was
+        set (``exchange.started``); ``exchange.complete`` says whether its body was finished."""
+        call = _Call(_request(env), [(k, v) for k, v in env], exchange, time.monotonic() + timeout)
         with _CALL_LOCK:
             _local.call = call
             _local.kinds = self._kinds
@@ -165,12 +266,16 @@ class ProxyInstances:
             finally:
                 _local.call = None
                 store.close()
+        response = call.response
+        if outcome == "exit" and response is not None and not response.body_taken:
+            # A response whose body was never asked for has an empty one.
+            exchange.finish()
         if outcome != "exit":
             return CallResult(outcome, 0, b"", detail)
-        if call.response is None:
+        if response is None:
             why = call.error or "the component set no response (response-outparam.set)"
             return CallResult("trap", 0, b"", why)
-        return CallResult("exit", 0, _as_cgi(call.response))
+        return CallResult("exit", 0, b"")
 
     def _run(self, store: wasmtime.Store, call: _Call) -> tuple[str, str]:
         try:
@@ -185,12 +290,14 @@ class ProxyInstances:
             handle(store, request, outparam)
             handle.post_return(store)
         except wasmtime.Trap as exc:
+            if call.timed_out:
+                return "timeout", ""
             if exc.trap_code == wasmtime.TrapCode.INTERRUPT:
                 return "timeout", ""
             return "trap", _last_line(exc)
         except wasmtime.WasmtimeError as exc:
             text = str(exc)
-            if "interrupt" in text:
+            if call.timed_out or "interrupt" in text:
                 return "timeout", ""
             return "trap", call.error or _last_line(exc)
         return "exit", ""
@@ -201,7 +308,7 @@ def _last_line(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-def _request(env: Sequence[tuple[str, str]], body: bytes) -> _Request:
+def _request(env: Sequence[tuple[str, str]]) -> _Request:
     values = dict(env)
     headers = _Fields()
     for key, value in env:
@@ -215,16 +322,15 @@ def _request(env: Sequence[tuple[str, str]], body: bytes) -> _Request:
         scheme="HTTP",
         authority=values.get("HTTP_HOST", ""),
         headers=headers,
-        body=body,
     )
 
 
-def _as_cgi(response: _Response) -> bytes:
+def _as_cgi(response: _Response, body: bytes) -> bytes:
     lines = [f"Status: {response.status} {_phrase(response.status)}"]
     lines.extend(f"{n}: {v.decode('latin-1')}" for n, v in response.headers.entries)
     if not any(n.lower() == "content-type" for n, _ in response.headers.entries):
         lines.append("Content-Type: application/octet-stream")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + bytes(response.body)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
 def _phrase(status: int) -> str:
@@ -289,6 +395,30 @@ def _func(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 # wasi:io
 
 
+class _Timeout(Exception):
+    pass
+
+
+def _wait(ready: Callable[[], bool], clock: float | None = None) -> None:
+    """Block until ``ready()`` (or the monotonic instant ``clock``); the guest's deadline
+    bounds every wait in a host call, where epoch interruption cannot reach it."""
+    call = _call()
+    cond = call.exchange.cond
+    with cond:
+        while not ready():
+            now = time.monotonic()
+            if now >= call.deadline:
+                call.timed_out = True
+                raise _Timeout("the guest ran over its deadline in a host call")
+            limit = call.deadline if clock is None else min(clock, call.deadline)
+            cond.wait(max(0.0, limit - now) + 0.0005)
+
+
+def _stream_error(why: str) -> Any:
+    """A stream-error last-operation-failed, its error resource saying ``why``."""
+    return _new("error", why)
+
+
 @_func("wasi:io/error#[method]error.to-debug-string")
 def _error_text(store: Any, me: Any) -> str:
     return str(_get(store, me))
@@ -296,119 +426,169 @@ def _error_text(store: Any, me: Any) -> str:
 
 @_func("wasi:io/poll#[method]pollable.ready")
 def _ready(store: Any, me: Any) -> bool:
-    p = _get(store, me)
-    return p.deadline is None or time.monotonic() >= p.deadline
+    return bool(_get(store, me).ready())
 
 
 @_func("wasi:io/poll#[method]pollable.block")
 def _block(store: Any, me: Any) -> None:
     p = _get(store, me)
-    if p.deadline is not None:
-        time.sleep(max(0.0, p.deadline - time.monotonic()))
+    _wait(p.ready, p.deadline)
 
 
 @_func("wasi:io/poll#poll")
 def _poll(store: Any, pollables: list[Any]) -> list[int]:
-    items = [_get(store, p) for p in pollables]
-    ready = [i for i, p in enumerate(items) if p.deadline is None]
-    if ready:
-        return ready
-    soonest = min(p.deadline for p in items)
-    time.sleep(max(0.0, soonest - time.monotonic()))
-    return [i for i, p in enumerate(items) if p.deadline <= soonest]
+    items: list[_Pollable] = [_get(store, p) for p in pollables]
+    clocks = [p.deadline for p in items if p.check is None and p.deadline is not None]
+    found: list[int] = []
+
+    def any_ready() -> bool:
+        found[:] = [i for i, p in enumerate(items) if p.ready()]
+        return bool(found)
+
+    _wait(any_ready, min(clocks) if clocks else None)
+    return found
 
 
-@_func(
-    "wasi:io/streams#[method]input-stream.subscribe",
-    "wasi:io/streams#[method]output-stream.subscribe",
-    "wasi:http/types#[method]future-trailers.subscribe",
-)
+@_func("wasi:io/streams#[method]input-stream.subscribe")
+def _in_subscribe(store: Any, me: Any) -> Any:
+    return _new("pollable", _Pollable(check=_get(store, me).source.readable))
+
+
+@_func("wasi:io/streams#[method]output-stream.subscribe")
+def _out_subscribe(store: Any, me: Any) -> Any:
+    return _new("pollable", _Pollable(check=_get(store, me).sink.writable))
+
+
+@_func("wasi:http/types#[method]future-trailers.subscribe")
 def _subscribe(store: Any, me: Any) -> Any:
     return _new("pollable", _Pollable())
 
 
-@_func(
-    "wasi:io/streams#[method]input-stream.read",
-    "wasi:io/streams#[method]input-stream.blocking-read",
-)
+def _read_from(s: _InStream, size: int, block: bool) -> bytes | Any:
+    try:
+        chunk = s.source.read(size)
+        if block and chunk == b"" and size > 0:
+            _wait(s.source.readable)
+            chunk = s.source.read(size)
+    except BodyError as exc:
+        return _stream_error(f"the request body failed: {exc}")
+    return chunk  # None: err(closed), the only stream-error without a payload
+
+
+@_func("wasi:io/streams#[method]input-stream.read")
 def _read(store: Any, me: Any, size: int) -> Any:
-    s = _get(store, me)
-    if s.pos >= len(s.data):
-        return None  # err(closed): the only stream-error without a payload
-    chunk = s.data[s.pos : s.pos + size]
-    s.pos += len(chunk)
-    return chunk
+    return _read_from(_get(store, me), size, False)
 
 
-@_func(
-    "wasi:io/streams#[method]input-stream.skip",
-    "wasi:io/streams#[method]input-stream.blocking-skip",
-)
+@_func("wasi:io/streams#[method]input-stream.blocking-read")
+def _blocking_read(store: Any, me: Any, size: int) -> Any:
+    return _read_from(_get(store, me), size, True)
+
+
+def _skip_in(store: Any, me: Any, size: int, block: bool) -> Any:
+    got = _read_from(_get(store, me), size, block)
+    return len(got) if isinstance(got, bytes) else got
+
+
+@_func("wasi:io/streams#[method]input-stream.skip")
 def _skip(store: Any, me: Any, size: int) -> Any:
-    s = _get(store, me)
-    if s.pos >= len(s.data):
-        return None
-    n = min(size, len(s.data) - s.pos)
-    s.pos += n
-    return n
+    return _skip_in(store, me, size, False)
+
+
+@_func("wasi:io/streams#[method]input-stream.blocking-skip")
+def _blocking_skip(store: Any, me: Any, size: int) -> Any:
+    return _skip_in(store, me, size, True)
 
 
 @_func("wasi:io/streams#[method]output-stream.check-write")
-def _check_write(store: Any, me: Any) -> int:
-    return 1 << 20
+def _check_write(store: Any, me: Any) -> Any:
+    try:
+        return _get(store, me).sink.capacity()
+    except Gone:
+        return None
 
 
-@_func(
-    "wasi:io/streams#[method]output-stream.write",
-    "wasi:io/streams#[method]output-stream.blocking-write-and-flush",
-)
+def _put(sink: _Sink, data: bytes) -> Any:
+    try:
+        sink.write(data)
+    except Gone:
+        return wc.Variant("err", None)
+    except Overrun as exc:
+        return wc.Variant("err", _stream_error(str(exc)))
+    return _OK
+
+
+@_func("wasi:io/streams#[method]output-stream.write")
 def _write(store: Any, me: Any, data: bytes) -> Any:
-    _get(store, me).sink(bytes(data))
+    return _put(_get(store, me).sink, bytes(data))
+
+
+def _blocking_put(sink: _Sink, data: bytes) -> Any:
+    """blocking-write-and-flush: in pieces as the connection takes them, then flushed."""
+    view = memoryview(data)
+    try:
+        while True:
+            room = sink.capacity()
+            if room == 0:
+                _wait(sink.writable)
+                continue
+            sink.write(bytes(view[:room]))
+            view = view[room:]
+            if not view:
+                break
+        # Flushed means handed to the connection: a client that leaves after having it all
+        # (it read the whole content-length) is no failure of this write.
+        _wait(sink.flushed)
+    except Gone:
+        return wc.Variant("err", None)
+    except Overrun as exc:
+        return wc.Variant("err", _stream_error(str(exc)))
     return _OK
 
 
-@_func(
-    "wasi:io/streams#[method]output-stream.write-zeroes",
-    "wasi:io/streams#[method]output-stream.blocking-write-zeroes-and-flush",
-)
+@_func("wasi:io/streams#[method]output-stream.blocking-write-and-flush")
+def _blocking_write(store: Any, me: Any, data: bytes) -> Any:
+    return _blocking_put(_get(store, me).sink, bytes(data))
+
+
+@_func("wasi:io/streams#[method]output-stream.write-zeroes")
 def _write_zeroes(store: Any, me: Any, size: int) -> Any:
-    _get(store, me).sink(bytes(size))
+    return _put(_get(store, me).sink, bytes(size))
+
+
+@_func("wasi:io/streams#[method]output-stream.blocking-write-zeroes-and-flush")
+def _blocking_zeroes(store: Any, me: Any, size: int) -> Any:
+    return _blocking_put(_get(store, me).sink, bytes(size))
+
+
+@_func("wasi:io/streams#[method]output-stream.flush")
+def _flush(store: Any, me: Any) -> Any:
     return _OK
 
 
-@_func(
-    "wasi:io/streams#[method]output-stream.flush",
-    "wasi:io/streams#[method]output-stream.blocking-flush",
-)
-def _flush(store: Any, me: Any) -> Any:
+@_func("wasi:io/streams#[method]output-stream.blocking-flush")
+def _blocking_flush(store: Any, me: Any) -> Any:
+    _wait(_get(store, me).sink.flushed)
     return _OK
 
 
 # wasi:cli, clocks, random, filesystem (no preopens)
 
 
-def _fd_sink(fd: int) -> Callable[[bytes], None]:
-    def sink(data: bytes) -> None:
-        while data:
-            data = data[os.write(fd, data) :]
-
-    return sink
-
-
 @_func("wasi:cli/stdout#get-stdout")
 def _stdout(store: Any) -> Any:
     # The container's stderr: its stdout carries the access log, one line per request.
-    return _new("output-stream", _OutStream(_fd_sink(2)))
+    return _new("output-stream", _OutStream(_FdSink(2)))
 
 
 @_func("wasi:cli/stderr#get-stderr")
 def _stderr(store: Any) -> Any:
-    return _new("output-stream", _OutStream(_fd_sink(2)))
+    return _new("output-stream", _OutStream(_FdSink(2)))
 
 
 @_func("wasi:cli/stdin#get-stdin")
 def _stdin(store: Any) -> Any:
-    return _new("input-stream", _InStream(b""))
+    return _new("input-stream", _InStream(_Empty()))
 
 
 @_func("wasi:cli/environment#get-environment")
@@ -566,7 +746,8 @@ def _request_headers(store: Any, me: Any) -> Any:
 
 @_func("wasi:http/types#[method]incoming-request.consume")
 def _consume(store: Any, me: Any) -> Any:
-    return _new("incoming-body", _InStream(_get(store, me).body))
+    _get(store, me)
+    return _new("incoming-body", _InStream(_call().exchange))
 
 
 @_func("wasi:http/types#[method]incoming-body.stream")
@@ -610,28 +791,47 @@ def _response_headers(store: Any, me: Any) -> Any:
 
 @_func("wasi:http/types#[method]outgoing-response.body")
 def _response_body(store: Any, me: Any) -> Any:
-    return _new("outgoing-body", _get(store, me))
+    response = _get(store, me)
+    response.body_taken = True
+    return _new("outgoing-body", response)
 
 
 @_func("wasi:http/types#[method]outgoing-body.write")
 def _body_write(store: Any, me: Any) -> Any:
-    response = _get(store, me)
-    return _new("output-stream", _OutStream(response.body.extend))
+    return _new("output-stream", _OutStream(_BodySink(_get(store, me), _call().exchange)))
 
 
 @_func("wasi:http/types#[static]outgoing-body.finish")
-def _out_finish(store: Any, me: Any, trailers: Any) -> None:
-    _take(store, me)
+def _out_finish(store: Any, me: Any, trailers: Any) -> Any:
+    response: _Response = _take(store, me)
+    response.finished = True
+    exchange = _call().exchange
+    if response.live:
+        exchange.finish()
+        if not exchange.complete:
+            return wc.Variant("HTTP-response-body-size", exchange.written)
+    return None
 
 
 @_func("wasi:http/types#[static]response-outparam.set")
 def _outparam_set(store: Any, me: Any, result: Any) -> None:
     _take(store, me)
     call = _call()
-    if isinstance(result, wc.ResourceAny | wc.ResourceHost):
-        call.response = _take(store, result)
-    else:
+    if not isinstance(result, wc.ResourceAny | wc.ResourceHost):
         call.error = f"the component answered an error: {getattr(result, 'tag', result)}"
+        return
+    response: _Response = _take(store, result)
+    call.response = response
+    exchange = call.exchange
+    exchange.start(response.status, response.headers.entries)
+    response.live = True
+    try:
+        exchange.write(bytes(response.pending))
+    except (Gone, Overrun):
+        pass  # the guest's next write says so
+    response.pending.clear()
+    if response.finished:
+        exchange.finish()
 
 
 @_func("wasi:http/types#http-error-code")

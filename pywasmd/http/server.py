@@ -33,6 +33,7 @@ import uvloop
 from pywasmd.engine import CallResult, Instances
 from pywasmd.errors import ShimError
 from pywasmd.http import cgi
+from pywasmd.http.exchange import Exchange, declared_length
 from pywasmd.http.instance import answer, error_response
 from pywasmd.oci.http import HttpPlan
 
@@ -67,7 +68,20 @@ def _log(line: str) -> None:
 
 
 class _Request:
-    __slots__ = ("body", "head_size", "headers", "method", "started", "target", "version")
+    __slots__ = (
+        "answered",
+        "body",
+        "exchange",
+        "head_size",
+        "headers",
+        "method",
+        "out",
+        "received",
+        "refused",
+        "started",
+        "target",
+        "version",
+    )
 
     def __init__(self) -> None:
         self.target = b""
@@ -77,6 +91,14 @@ class _Request:
         self.method = ""
         self.version = "1.1"
         self.started = time.monotonic()
+        # A streamed request (wasi:http/proxy): its body goes to the instance as it comes.
+        self.exchange: Exchange | None = None
+        self.out: _Streamed | None = None
+        self.received = 0
+        #: The response head is on the wire: no other answer can be given.
+        self.answered = False
+        #: Answered by the server itself (400, 408, 413): the instance's answer is dropped.
+        self.refused = False
 
 
 class _Connection(asyncio.Protocol):
@@ -91,6 +113,8 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self.closing = False
         self.timer: asyncio.TimerHandle | None = None
+        self.write_paused = False
+        self.serving: Exchange | None = None
 
     # --- transport events ---
 
@@ -108,6 +132,22 @@ class _Connection(asyncio.Protocol):
         self.closing = True
         if self.timer is not None:
             self.timer.cancel()
+        for request in [self.current, *(r for r, _ in self.queue)]:
+            if request is not None and request.exchange is not None:
+                request.exchange.fail_body("the client closed the connection")
+        if self.serving is not None:
+            self.serving.fail_body("the client closed the connection")
+            self.serving.gone()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.serving is not None:
+            self.serving.set_writable(False)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.serving is not None:
+            self.serving.set_writable(True)
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -148,13 +188,25 @@ class _Connection(asyncio.Protocol):
         if any(n.lower() == b"expect" and v.lower() == b"100-continue" for n, v in request.headers):
             assert self.transport is not None
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self.server.streaming:
+            # The instance starts now and reads the body as it arrives.
+            out = _Streamed(self, request)
+            request.out = out
+            request.exchange = Exchange(out, on_drained=out.drained)
+            self._dispatch(request, self.parser.should_keep_alive())
 
     def on_body(self, body: bytes) -> None:
         request = self.current
         if request is None or self.closing:
             return
-        if len(request.body) + len(body) > self.server.plan.max_body:
+        request.received += len(body)
+        if request.received > self.server.plan.max_body:
             self._refuse(413, f"body over {self._limit()}", request)
+            return
+        if request.exchange is not None:
+            if request.exchange.feed(body) and self.transport is not None:
+                # The guest reads slower than the client sends: TCP holds the rest.
+                self.transport.pause_reading()
             return
         request.body += body
 
@@ -164,7 +216,15 @@ class _Connection(asyncio.Protocol):
             return
         self.current = None
         self._disarm()
-        self.queue.append((request, self.parser.should_keep_alive()))
+        if request.exchange is not None:
+            request.exchange.end_body()
+            if not self.busy:
+                self._arm(IDLE_TIMEOUT, self._idle)
+            return
+        self._dispatch(request, self.parser.should_keep_alive())
+
+    def _dispatch(self, request: _Request, keep_alive: bool) -> None:
+        self.queue.append((request, keep_alive))
         if len(self.queue) >= _MAX_PIPELINED and self.transport is not None:
             # A client pipelining faster than its requests are served waits in TCP, not here.
             self.transport.pause_reading()
@@ -201,6 +261,9 @@ class _Connection(asyncio.Protocol):
         except cgi.BadRequest as exc:
             self._refuse(400, str(exc), request)
             return
+        if request.exchange is not None:
+            await self._serve_streamed(request, env, keep_alive)
+            return
         try:
             result: CallResult | None | Exception = await server.run(env, bytes(request.body))
         except Exception as exc:  # noqa: BLE001 - one request must not take the connection down
@@ -225,17 +288,81 @@ class _Connection(asyncio.Protocol):
         if not keep and self.transport is not None:
             self.transport.close()
 
+    async def _serve_streamed(
+        self, request: _Request, env: list[tuple[str, str]], keep_alive: bool
+    ) -> None:
+        server = self.server
+        exchange, out = request.exchange, request.out
+        assert exchange is not None
+        assert out is not None
+        out.keep = keep_alive and not server.draining
+        self.serving = exchange
+        exchange.set_writable(not self.write_paused)
+        try:
+            result: CallResult | None | Exception = await server.run_streaming(env, exchange)
+        except Exception as exc:  # noqa: BLE001 - one request must not take the connection down
+            result = exc
+        finally:
+            self.serving = None
+        if request.refused:
+            return
+        if isinstance(result, Exception):
+            status_answer = error_response(500)
+            problem = f"the engine failed: {type(result).__name__}: {result}"
+        elif result is None:
+            exchange.gone()
+            status_answer = error_response(504)
+            problem = (
+                f"the guest ran over {server.plan.timeout:g} s (pywasm.io/http-timeout) "
+                "inside a host call; its instance ends when that call returns"
+            )
+        elif result.outcome == "exit" and request.answered and not exchange.complete:
+            status_answer = error_response(500)
+            problem = (
+                f"the response body ended after {exchange.written} of its "
+                f"content-length {exchange.length} bytes"
+                if exchange.finished
+                else "the response body was not finished (outgoing-body.finish)"
+            )
+        elif result.outcome == "exit":
+            status_answer, problem = error_response(500), ""
+        else:
+            got = answer(result, server.plan.timeout)
+            status_answer, problem = got.response, got.problem
+        label = f"{request.method} {_show(request.target)}"
+        if request.answered:
+            # The head is out: a failure now can only cut the response short.
+            if problem:
+                _log(f"{label} from {self.peer[0]}: {out.status}, cut short: {problem}")
+                out.abort()
+            server.access(self.peer[0], request, out.status, out.size)
+            if (not out.keep or problem) and self.transport is not None:
+                self.transport.close()
+            return
+        if problem:
+            _log(f"{label} from {self.peer[0]}: {status_answer.status}: {problem}")
+        keep = out.keep and not exchange.started
+        self._send(request, status_answer, keep)
+        if not keep and self.transport is not None:
+            self.transport.close()
+
     def _environ(self, request: _Request) -> list[tuple[str, str]]:
         server = self.server
         framed = any(
             n.lower() in (b"content-length", b"transfer-encoding") for n, _ in request.headers
         )
+        if request.exchange is not None:
+            # Streamed: the length is the client's, or unknown (chunked) until the end.
+            length = _content_length(request.headers)
+            framed = False
+        else:
+            length = len(request.body)
         return cgi.environ(
             cgi.Request(
                 method=request.method,
                 target=request.target,
                 headers=request.headers,
-                body_length=len(request.body) if framed or request.body else None,
+                body_length=length if framed or length else None,
                 server_name=server.server_name,
                 server_port=server.port,
                 remote_addr=self.peer[0],
@@ -277,6 +404,17 @@ class _Connection(asyncio.Protocol):
             return
         request = request or self.current
         label = f"{request.method or '?'} {_show(request.target)}" if request else "request"
+        if request is not None and request.exchange is not None:
+            request.refused = True
+            request.exchange.fail_body(f"{status} {_phrase(status)}: {why}")
+            request.exchange.gone()
+        if request is not None and request.answered:
+            # The instance answered already: the client only loses the connection.
+            _log(f"{label} from {self.peer[0]}: closed: {why}")
+            self.closing = True
+            if self.transport is not None:
+                self.transport.close()
+            return
         _log(f"{label} from {self.peer[0]}: {status}: {why}")
         if request is not None and not request.method:
             request.method = self.parser.get_method().decode("ascii", "replace") or "?"
@@ -316,6 +454,124 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+#: Headers of a guest's response that the server sets itself.
+_FRAMING = frozenset(
+    {
+        "connection",
+        "content-length",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
+class _Streamed:
+    """A streamed response: the instance thread's head, data and end, run on the event loop
+    (a :class:`pywasmd.http.exchange.Sender`).  Without a content-length from the guest the
+    body is sent chunked (HTTP/1.0: until the connection closes)."""
+
+    def __init__(self, connection: _Connection, request: _Request) -> None:
+        self.connection = connection
+        self.request = request
+        self.loop = asyncio.get_running_loop()
+        self.keep = True
+        self.status = 0
+        self.size = 0
+        self.chunked = False
+        self.bodyless = False
+        self.ended = False
+
+    # --- the instance thread ---
+
+    def head(self, status: int, headers: Sequence[tuple[str, bytes]]) -> None:
+        self.loop.call_soon_threadsafe(self._head, status, list(headers))
+
+    def data(self, chunk: bytes) -> None:
+        self.loop.call_soon_threadsafe(self._data, chunk)
+
+    def end(self) -> None:
+        self.loop.call_soon_threadsafe(self._end)
+
+    def drained(self) -> None:
+        self.loop.call_soon_threadsafe(self._resume_reading)
+
+    # --- the event loop ---
+
+    def _transport(self) -> asyncio.Transport | None:
+        transport = self.connection.transport
+        if self.request.refused or transport is None or transport.is_closing():
+            return None
+        return transport
+
+    def _head(self, status: int, headers: list[tuple[str, bytes]]) -> None:
+        request, exchange = self.request, self.request.exchange
+        assert exchange is not None
+        transport = self._transport()
+        if transport is None:
+            exchange.gone()
+            return
+        request.answered = True
+        self.status = status
+        length = declared_length(headers)
+        self.bodyless = request.method == "HEAD" or status in (204, 304) or status < 200
+        lines = [f"HTTP/1.1 {status} {_phrase(status)}", "Server: pywasm"]
+        lines.extend(f"{n}: {v.decode('latin-1')}" for n, v in headers if n.lower() not in _FRAMING)
+        if length is not None and status not in (204, 304):
+            lines.append(f"Content-Length: {length}")
+        elif not self.bodyless:
+            if request.version == "1.1":
+                self.chunked = True
+                lines.append("Transfer-Encoding: chunked")
+            else:
+                self.keep = False
+        if not self.keep:
+            lines.append("Connection: close")
+        transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace"))
+
+    def _data(self, chunk: bytes) -> None:
+        exchange = self.request.exchange
+        assert exchange is not None
+        transport = self._transport()
+        if transport is None or not self.request.answered:
+            exchange.gone()
+        elif not self.bodyless:
+            if self.chunked:
+                transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+            else:
+                transport.write(chunk)
+            self.size += len(chunk)
+        exchange.sent_out(len(chunk))
+
+    def _end(self) -> None:
+        exchange = self.request.exchange
+        assert exchange is not None
+        transport = self._transport()
+        if transport is None or not self.request.answered or self.ended:
+            return
+        self.ended = True
+        if self.chunked and exchange.complete:
+            transport.write(b"0\r\n\r\n")
+        if not self.keep and exchange.complete:
+            # HTTP/1.0 without a length: the end of the body is the end of the connection.
+            transport.close()
+
+    def abort(self) -> None:
+        """End a response that cannot be completed: the client must not take it as whole."""
+        transport = self.connection.transport
+        if transport is not None and not transport.is_closing():
+            transport.abort()
+
+    def _resume_reading(self) -> None:
+        connection = self.connection
+        if connection.transport is not None and not connection.paused:
+            if not connection.closing and not connection.transport.is_closing():
+                connection.transport.resume_reading()
+
+
 def _content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
     for name, value in headers:
         if name.lower() == b"content-length" and value.strip().isdigit():
@@ -349,6 +605,9 @@ class _Server:
         self.sock = sock
         self.children = list(children)
         self.instances = instances
+        # wasi:http/proxy components read and write their bodies while the client sends and
+        # receives them; CGI modules get the body whole on stdin.
+        self.streaming = hasattr(instances, "call_streaming")
         self.base_env = tuple(base_env)
         self.port = plan.port
         self.server_name = plan.host if plan.host not in ("0.0.0.0", "::") else socket.gethostname()
@@ -376,6 +635,23 @@ class _Server:
             return await asyncio.wait_for(asyncio.shield(future), self.plan.timeout + 1.0)
         except asyncio.TimeoutError:
             return None
+
+    async def run_streaming(
+        self, env: list[tuple[str, str]], exchange: Exchange
+    ) -> CallResult | None:
+        """As :meth:`run`, for an instance that streams its request and response bodies."""
+        await self.slots.acquire()
+        loop = asyncio.get_running_loop()
+        call = getattr(self.instances, "call_streaming")  # noqa: B009 - checked at __init__
+        future = loop.run_in_executor(self.pool, call, env, exchange, self.plan.timeout)
+        future.add_done_callback(lambda _: self.slots.release())
+        try:
+            result: CallResult = await asyncio.wait_for(
+                asyncio.shield(future), self.plan.timeout + 1.0
+            )
+        except asyncio.TimeoutError:
+            return None
+        return result
 
     def access(self, remote: str, request: _Request, status: int, size: int) -> None:
         took = (time.monotonic() - request.started) * 1000

@@ -1,0 +1,310 @@
+"""Streamed bodies of wasi:http/proxy components (pywasmd/engines/wasmtime_proxy.py with
+pywasmd/http/server.py and pywasmd/http/exchange.py).
+
+The function is integration/guests/http/proxy_stream.py (componentize-py, built by
+integration/http_guests.py): ``/drip`` writes a line, waits, writes another; ``/echo`` copies
+the request body to the response as it reads it, writing what ``check-write`` allows;
+``/count`` reads the whole body.  The server runs in a child interpreter on a free loopback
+port with the real engine, so what is measured is what a client sees.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pywasmd.engine import CallResult, Instances, get_engine
+from pywasmd.engines.wasmtime_proxy import ProxyInstances
+from pywasmd.http.exchange import Collected, Exchange
+from pywasmd.oci.http import HttpPlan
+from pywasmd.oci.plan import WasiPlan
+
+REPO = Path(__file__).resolve().parents[2]
+MAX_BODY = 2 << 20
+TIMEOUT = 3.0
+
+CHILD = r"""
+import sys
+from pathlib import Path
+import pywasmd.http.server as server
+from pywasmd.engine import get_engine
+from pywasmd.oci.http import HttpPlan
+from pywasmd.oci.plan import WasiPlan
+
+component = Path(sys.argv[1])
+http = HttpPlan("127.0.0.1", int(sys.argv[2]), float(sys.argv[3]), 1, int(sys.argv[4]))
+plan = WasiPlan(module=str(component), argv=("f",), env=(), cwd="/", preopens=(), http=http)
+engine = get_engine("wasmtime")
+loaded = engine.load_precompiled(component.with_suffix(".cwasm").read_bytes(), plan)
+sys.exit(server.serve(http, lambda: engine.prepare_instances(loaded, plan), []))
+"""
+
+
+def _plan(component: Path) -> WasiPlan:
+    return WasiPlan(
+        module=str(component), argv=("f",), env=(), cwd="/", preopens=(), http=HttpPlan()
+    )
+
+
+@pytest.fixture(scope="module")
+def component() -> Path:
+    spec = importlib.util.spec_from_file_location(
+        "_http_guests", REPO / "integration" / "http_guests.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    if str(REPO) not in sys.path:  # it imports integration.net_guests
+        sys.path.insert(0, str(REPO))
+    spec.loader.exec_module(module)
+    built: Path = module.build("proxy_stream")
+    compiled = built.with_suffix(".cwasm")
+    if not compiled.exists():
+        # Compiling CPython inside takes 10-40 s: keep the compiled form next to it.
+        tmp = compiled.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(get_engine("wasmtime").precompile(_plan(built)))
+        tmp.replace(compiled)
+    return built
+
+
+@pytest.fixture(scope="module")
+def proxy(component: Path) -> Instances:
+    engine = get_engine("wasmtime")
+    plan = _plan(component)
+    loaded = engine.load_precompiled(component.with_suffix(".cwasm").read_bytes(), plan)
+    return engine.prepare_instances(loaded, plan)
+
+
+def _env(method: str, target: str, *extra: tuple[str, str]) -> list[tuple[str, str]]:
+    return [("REQUEST_METHOD", method), ("REQUEST_URI", target), *extra]
+
+
+def test_a_1mib_body_echoed_exactly(proxy: Instances) -> None:
+    body = os.urandom(1 << 20)
+    env = _env("POST", "/echo", ("CONTENT_LENGTH", str(len(body))))
+    began = time.monotonic()
+    result = proxy.call(env, body, 60)
+    took = time.monotonic() - began
+    assert (result.outcome, result.detail) == ("exit", "")
+    head, _, echoed = result.stdout.partition(b"\r\n\r\n")
+    assert b"content-length: 1048576" in head
+    assert echoed == body
+    print(f"\n1 MiB echoed through the engine in {took:.2f} s ({2 / took:.1f} MB/s in+out)")
+
+
+def test_the_body_is_read_as_it_arrives(proxy: Instances) -> None:
+    """The guest runs before the body is complete: it blocks in blocking-read until more
+    comes, and its response bytes come out while the request is still arriving."""
+    kept = Collected()
+    exchange = Exchange(kept)
+    kept.exchange = exchange
+    assert isinstance(proxy, ProxyInstances)
+    results: list[CallResult] = []
+    worker = threading.Thread(
+        target=lambda: results.append(proxy.call_streaming(_env("POST", "/echo"), exchange, 10))
+    )
+    worker.start()
+    exchange.feed(b"a" * 1000)
+    deadline = time.monotonic() + 5
+    while len(kept.body) < 1000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert bytes(kept.body) == b"a" * 1000  # echoed while the body is still open
+    assert kept.status == 200
+    assert not kept.ended
+    exchange.feed(b"b" * 10)
+    exchange.end_body()
+    worker.join(10)
+    assert results[0].outcome == "exit", results
+    assert kept.ended
+    assert bytes(kept.body) == b"a" * 1000 + b"b" * 10
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, component: Path, tmp: Path) -> None:
+        self.port = _free_port()
+        self.out = tmp / "stdout"
+        self.err = tmp / "stderr"
+        self.sockets: list[socket.socket] = []
+        args = [str(component), str(self.port), str(TIMEOUT), str(MAX_BODY)]
+        with self.out.open("wb") as out, self.err.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", CHILD, *args], stdout=out, stderr=err, cwd=REPO
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError as exc:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise AssertionError(f"no server: {self.err.read_text()}") from exc
+                time.sleep(0.05)
+
+    def connect(self) -> socket.socket:
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self.sockets.append(s)
+        return s
+
+
+@pytest.fixture
+def srv(component: Path, tmp_path: Path) -> Iterator[Server]:
+    server = Server(component, tmp_path)
+    yield server
+    for s in server.sockets:
+        s.close()
+    server.proc.kill()
+    server.proc.wait()
+
+
+def _read_head(s: socket.socket) -> tuple[bytes, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def _recv_exactly(s: socket.socket, have: bytes, n: int) -> bytes:
+    while len(have) < n:
+        chunk = s.recv(1 << 20)
+        assert chunk, f"closed after {len(have)} of {n} bytes"
+        have += chunk
+    return have
+
+
+def _dechunk(s: socket.socket, have: bytes) -> bytes:
+    """A chunked body, read to its last chunk; checks the framing on the way."""
+    body = b""
+    while True:
+        while b"\r\n" not in have:
+            more = s.recv(65536)
+            assert more, have
+            have += more
+        size_line, _, have = have.partition(b"\r\n")
+        size = int(size_line, 16)
+        have = _recv_exactly(s, have, size + 2)
+        assert have[size : size + 2] == b"\r\n"
+        if size == 0:
+            return body
+        body += have[:size]
+        have = have[size + 2 :]
+
+
+def test_first_bytes_reach_the_client_before_the_guest_finishes(srv: Server) -> None:
+    s = srv.connect()
+    began = time.monotonic()
+    s.sendall(b"GET /drip?ms=1500 HTTP/1.1\r\nHost: h\r\n\r\n")
+    head, rest = _read_head(s)
+    while b"first\n" not in rest:
+        rest += s.recv(65536)
+    first = time.monotonic() - began
+    assert b"Transfer-Encoding: chunked" in head
+    assert rest == b"6\r\nfirst\n\r\n", rest
+    body = _dechunk(s, b"")
+    whole = time.monotonic() - began
+    assert body == b"second\n"
+    assert first < 1.0, f"first bytes after {first:.2f} s"
+    assert whole >= 1.5
+    print(f"\ntime to first byte {first * 1000:.0f} ms, whole response {whole * 1000:.0f} ms")
+    # The connection is kept alive and serves the next request.
+    s.sendall(b"POST /count HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc")
+    head, rest = _read_head(s)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert _dechunk(s, rest) == b"3 %08x\n" % zlib.crc32(b"abc")
+
+
+def test_content_length_is_kept_and_a_1mib_post_echoed(srv: Server) -> None:
+    body = os.urandom(1 << 20)
+    s = srv.connect()
+    s.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % len(body))
+    s.sendall(body)
+    head, rest = _read_head(s)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+    assert b"Content-Length: 1048576" in head
+    assert b"Transfer-Encoding" not in head
+    assert _recv_exactly(s, rest, len(body)) == body
+
+
+def test_chunked_request_bodies(srv: Server) -> None:
+    parts = [os.urandom(n) for n in (1, 5000, 70000, 3)]
+    s = srv.connect()
+    s.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for part in parts:
+        s.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+        time.sleep(0.05)
+    s.sendall(b"0\r\n\r\n")
+    head, rest = _read_head(s)
+    assert b"Transfer-Encoding: chunked" in head  # no length known: chunked back
+    assert _dechunk(s, rest) == b"".join(parts)
+    s.sendall(b"POST /count HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    s.sendall(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    head, rest = _read_head(s)
+    assert _dechunk(s, rest) == b"5 %08x\n" % zlib.crc32(b"abcde")
+
+
+def test_bodies_over_the_limit_get_413(srv: Server) -> None:
+    s = srv.connect()
+    s.sendall(b"POST /count HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY + 1))
+    head, _ = _read_head(s)
+    assert head.startswith(b"HTTP/1.1 413 "), head
+    # Chunked: the guest already reads it when the limit is crossed.
+    s = srv.connect()
+    s.sendall(b"POST /count HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"%x\r\n%s\r\n" % (1 << 16, b"x" * (1 << 16))
+    try:
+        for _ in range(MAX_BODY // (1 << 16) + 2):
+            s.sendall(chunk)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    head, _ = _read_head(s)
+    assert head.startswith(b"HTTP/1.1 413 "), head
+    assert "POST /count from 127.0.0.1: 413: body over pywasm.io/http-max-body" in (
+        srv.err.read_text()
+    )
+    # The function still serves.
+    s = srv.connect()
+    s.sendall(b"POST /count HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi")
+    head, rest = _read_head(s)
+    assert _dechunk(s, rest) == b"2 %08x\n" % zlib.crc32(b"hi")
+
+
+def test_a_client_that_does_not_read_cannot_hold_the_instance(srv: Server) -> None:
+    """The guest writes what check-write allows; a client that never reads fills the socket,
+    the guest waits on its pollable and is stopped at the deadline; the next request is
+    served (one instance at a time here)."""
+    s = srv.connect()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    body = b"y" * MAX_BODY
+    s.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % len(body))
+    began = time.monotonic()
+    s.settimeout(TIMEOUT + 5)
+    try:
+        s.sendall(body)
+    except (BrokenPipeError, ConnectionResetError, TimeoutError):
+        pass
+    other = srv.connect()
+    other.sendall(b"GET /drip?ms=1 HTTP/1.1\r\nHost: h\r\n\r\n")
+    head, rest = _read_head(other)
+    took = time.monotonic() - began
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert _dechunk(other, rest) == b"first\nsecond\n"
+    assert took < TIMEOUT + 3
+    assert "POST /echo from 127.0.0.1: 200, cut short: the guest ran over" in srv.err.read_text()
