@@ -46,6 +46,11 @@ def socket_path() -> str:
     override = os.environ.get("PYWASM_ZYGOTE_SOCKET")
     if override:
         return override
+    return default_socket_path()
+
+
+def default_socket_path() -> str:
+    """The socket without ``PYWASM_ZYGOTE_SOCKET``; the compiled ``start`` has it built in."""
     from _sha256 import sha256  # type: ignore[import-not-found]
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
