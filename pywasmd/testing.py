@@ -5,7 +5,8 @@ without processes::
 
     reaper = FakeReaper()
     launcher = FakeLauncher(reaper)
-    service = TaskService(launcher, reaper, RecordingPublisher(), kill=launcher.kill)
+    containers = ContainerFactory(launcher, reaper, kill=launcher.kill)
+    service = TaskService(containers, RecordingPublisher())
 
 A fake process "exits" when the test calls ``reaper.exit(pid, status)``, or when it is sent a
 signal whose default action ends a process.  Fake pids start at 2**30, above the kernel's

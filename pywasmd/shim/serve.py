@@ -145,6 +145,7 @@ def _launchers() -> Launcher:
 
 async def _serve(listener: socket.socket, args: ShimArgs) -> None:
     from pywasmd.shim.events import TtrpcEventPublisher
+    from pywasmd.shim.factory import ContainerFactory
     from pywasmd.shim.reaper import Reaper, become_subreaper
     from pywasmd.shim.server import task_services
     from pywasmd.shim.service import TaskService
@@ -159,14 +160,10 @@ async def _serve(listener: socket.socket, args: ShimArgs) -> None:
     from pywasmd.shim.artifacts import ContainerdArtifacts
 
     artifacts = ContainerdArtifacts(args.address, args.namespace)
-    service = TaskService(
-        _launchers(),
-        reaper,
-        publisher,
-        artifacts.lookup,
-        artifacts.entrypoint,
-        _runc(reaper, args.namespace),
+    containers = ContainerFactory(
+        _launchers(), reaper, artifacts.lookup, artifacts.entrypoint, _runc(reaper, args.namespace)
     )
+    service = TaskService(containers, publisher)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.shutdown_requested.set)
     server = Server(task_services(service))

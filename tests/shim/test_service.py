@@ -10,6 +10,7 @@ import wasmtime
 
 from pywasmd.api.containerd.task.v2 import shim_pb2 as pb
 from pywasmd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from pywasmd.shim.factory import ContainerFactory
 from pywasmd.shim.launcher import ProcessLauncher
 from pywasmd.shim.reaper import Reaper
 from pywasmd.shim.service import TaskService
@@ -62,7 +63,7 @@ def run(coro_fn):
         reaper.install(loop)
         rec = Recorder()
         try:
-            await coro_fn(TaskService(ProcessLauncher(), reaper, rec), rec)
+            await coro_fn(TaskService(ContainerFactory(ProcessLauncher(), reaper), rec), rec)
         finally:
             loop.remove_signal_handler(signal.SIGCHLD)
 

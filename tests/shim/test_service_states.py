@@ -30,8 +30,9 @@ from pywasmd.errors import (
     NotFound,
     ShimError,
 )
-from pywasmd.shim import service as service_module
+from pywasmd.shim import wasm_container
 from pywasmd.shim.cgroups import Cgroup
+from pywasmd.shim.factory import ContainerFactory
 from pywasmd.shim.service import TaskService
 from pywasmd.shim.state import Status
 from pywasmd.shim.stats import V2_TYPE_URL
@@ -135,14 +136,14 @@ def run(
     root = tmp_path / "cgroupfs"
     root.mkdir()
     (root / "cgroup.controllers").write_text("cpu memory pids\n")
-    monkeypatch.setattr(service_module, "Cgroup", functools.partial(Cgroup, root=str(root)))
+    monkeypatch.setattr(wasm_container, "Cgroup", functools.partial(Cgroup, root=str(root)))
     bundle = write_bundle(tmp_path, cgroup)
 
     async def main() -> Env:
         reaper = FakeReaper()
         launcher = FakeLauncher(reaper)
         publisher = RecordingPublisher()
-        svc = TaskService(launcher, reaper, publisher, kill=launcher.kill)
+        svc = TaskService(ContainerFactory(launcher, reaper, kill=launcher.kill), publisher)
         env = Env(svc, launcher, publisher, bundle, root / CGROUP.lstrip("/"))
         try:
             await body(env)

@@ -7,14 +7,16 @@ from pywasmd.shim.state import TRANSITIONS, Op, Status, next_state
 # TRANSITIONS: a cell changed in the code must be changed here too, on purpose.
 # FP: FailedPrecondition, NF: NotFound; anything else is the state after the operation.
 EXPECTED = """
-            start     exit      kill      delete    close-io  pause     resume
-unknown     FP        FP        FP        FP        FP        FP        FP
-created     RUNNING   STOPPED   CREATED   DELETING  CREATED   FP        FP
-running     FP        STOPPED   RUNNING   FP        RUNNING   PAUSED    FP
-stopped     FP        FP        NF        DELETING  STOPPED   FP        FP
-paused      FP        STOPPED   PAUSED    FP        PAUSED    FP        RUNNING
-pausing     FP        FP        FP        FP        FP        FP        FP
-deleting    NF        DELETING  NF        NF        NF        NF        NF
+          start     exit      kill      delete    close-io  pause     resume    settle    roll-back exec      update    stats
+unknown   FP        FP        FP        FP        FP        FP        FP        FP        FP        FP        FP        FP
+created   STARTING  STOPPED   CREATED   DELETING  CREATED   FP        FP        FP        FP        CREATED   CREATED   CREATED
+starting  FP        STOPPED   STARTING  FP        STARTING  FP        FP        RUNNING   CREATED   STARTING  STARTING  STARTING
+running   FP        STOPPED   RUNNING   FP        RUNNING   PAUSING   FP        FP        FP        RUNNING   RUNNING   RUNNING
+pausing   FP        STOPPED   PAUSING   FP        PAUSING   FP        FP        PAUSED    RUNNING   PAUSING   PAUSING   PAUSING
+paused    FP        STOPPED   PAUSED    FP        PAUSED    FP        RESUMING  FP        FP        PAUSED    PAUSED    PAUSED
+resuming  FP        STOPPED   RESUMING  FP        RESUMING  FP        FP        RUNNING   PAUSED    RESUMING  RESUMING  RESUMING
+stopped   FP        FP        NF        DELETING  STOPPED   FP        FP        STOPPED   STOPPED   FP        FP        NF
+deleting  NF        DELETING  NF        NF        NF        NF        NF        DELETING  DELETING  NF        NF        NF
 """
 
 
@@ -57,3 +59,16 @@ def test_deleting_is_reported_as_stopped_and_refuses_a_second_delete():
     assert Status.DELETING.wire == Status.STOPPED
     with pytest.raises(NotFound, match="already being deleted"):
         next_state(Status.DELETING, Op.DELETE, "c")
+
+
+def test_the_in_between_states_are_reported_as_containerd_knows_them():
+    assert Status.STARTING.wire == Status.RUNNING
+    assert Status.PAUSING.wire == Status.PAUSING
+    assert Status.RESUMING.wire == Status.PAUSED
+
+
+def test_exec_and_update_in_a_stopped_container_say_so():
+    with pytest.raises(FailedPrecondition, match="'c' has stopped: cannot exec in it"):
+        next_state(Status.STOPPED, Op.EXEC, "c")
+    with pytest.raises(FailedPrecondition, match="'c' has stopped: nothing to update"):
+        next_state(Status.STOPPED, Op.UPDATE, "c")

@@ -23,6 +23,7 @@ from pywasmd.shim.launcher import ProcessLauncher
 from pywasmd.shim.linux import Runc
 from pywasmd.shim.reaper import Reaper
 from pywasmd.shim.server import task_services
+from pywasmd.shim.factory import ContainerFactory
 from pywasmd.shim.service import TaskService
 from pywasmd.testing import RecordingPublisher
 from pywasmd.ttrpc import Client, RpcError, Server
@@ -94,7 +95,8 @@ def _over_the_wire(tmp_path: Path, body: Callable[[Call], Awaitable[None]]) -> N
         reaper.install(loop)
         # A runc that is not there: Create of a Linux program fails on the host, not the input.
         runc = Runc(reaper, namespace, str(tmp_path / "no-such-runc"))
-        service = TaskService(ProcessLauncher(), reaper, RecordingPublisher(), runc=runc)
+        containers = ContainerFactory(ProcessLauncher(), reaper, runc=runc)
+        service = TaskService(containers, RecordingPublisher())
         server = Server(task_services(service))
         path = str(tmp_path / "shim.sock")
 
