@@ -337,9 +337,13 @@ def _verdict(x: float, goal: float) -> str:
     return "n/a" if x != x else ("met" if x >= goal else "missed")
 
 
+def stat(res: Json, c: int, variant: str, key: str) -> float:
+    """Median `key` (rps, p50, p99) of `variant`'s runs at `c` connections."""
+    return _median([r[key] for r in res.get("load", {}).get(str(c), {}).get(variant, [])])
+
+
 def rps(res: Json, c: int, variant: str) -> float:
-    """Median requests/s of `variant` at `c` connections."""
-    return _median([r["rps"] for r in res.get("load", {}).get(str(c), {}).get(variant, [])])
+    return stat(res, c, variant, "rps")
 
 
 def _rps_cell(runs: Sequence[Json]) -> str:
@@ -452,15 +456,25 @@ def report_lines(res: Json) -> list[str]:
         "writes no access log; pywasm one line per request.",
         "",
     ]
+    lines += [
+        "Ratios to busybox (pywasm's figure / busybox's; requests/s: higher is better for "
+        "pywasm, p50 and p99: lower is), against its CGI and against its static file; the "
+        f"targets: the CGI function's requests/s ≥ {CGI_GOAL:.1f}× busybox's CGI and "
+        f"≥ {STATIC_GOAL:.1f}× its static file:",
+        "",
+        "| connections | server | requests/s vs CGI | vs static | p50 vs CGI | vs static "
+        "| p99 vs CGI | vs static |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for c in res.get("connections", []):
-        a, close = rps(res, c, "cgi"), rps(res, c, "cgi-close")
-        b, st = rps(res, c, "busybox-cgi"), rps(res, c, "busybox-static")
-        lines.append(
-            f"- {c} connections: CGI function / busybox CGI = {_x(_ratio(a, b))} (target ≥ "
-            f"{CGI_GOAL:.1f}×), / busybox static file = {_x(_ratio(a, st))} (target ≥ "
-            f"{STATIC_GOAL:.1f}×); with `Connection: close`: {_x(_ratio(close, b))} and "
-            f"{_x(_ratio(close, st))}"
-        )
+        for v in ("cgi", "cgi-close", "proxy"):
+            cells = [
+                _x(_ratio(stat(res, c, v, key), stat(res, c, base, key)))
+                for key in ("rps", "p50", "p99")
+                for base in ("busybox-cgi", "busybox-static")
+            ]
+            lines.append(f"| {c} | {v} | {' | '.join(cells)} |")
+    lines.append("")
     for c in res.get("connections", []):
         p = per_core(res, c)
         lines.append(

@@ -220,6 +220,8 @@ def measure(s: HttpSettings, log: Callable[[str], None] = lambda m: print(m, flu
         images.build_wasm_archive("net-echo", net_guests.build("echo_server")),
         images.build_busybox_archive(),
     ]
+    if s.functions is not None:
+        bench_functions.archives()  # built (cached) before the stack is up, loaded with it
     cache = Path(tempfile.mkdtemp(prefix="pywasm-bench-http-cache-"))
     res: Json = {"settings": asdict(s), "connections": list(CONNECTIONS), "failures": []}
     stack = Stack("2.1", docker=True, env={"PYWASM_CACHE_DIR": str(cache)})
