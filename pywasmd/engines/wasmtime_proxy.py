@@ -15,6 +15,7 @@ nothing new.  Bodies are whole, both ways (no streaming yet).
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import threading
@@ -26,6 +27,7 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 import wasmtime
+from wasmtime import _ffi as _capi
 from wasmtime import component as wc
 
 from pywasmd.engine import CallResult
@@ -44,6 +46,10 @@ _CALL_LOCK = threading.Lock()
 
 
 class _Trap(Exception):
+    pass
+
+
+class _Timeout(Exception):
     pass
 
 
@@ -232,7 +238,11 @@ class ProxyInstances:
                             number = self._host_type(item, name)
                             instance.add_resource(name, wc.ResourceType.host(number), _drop)
                         elif isinstance(item, wc.FuncType):
-                            impl = _FUNCS.get(f"{base}#{name}")
+                            key = f"{base}#{name}"
+                            if key in _BULK_FUNCS:
+                                _add_bulk(instance, name, item, _BULK_FUNCS[key])
+                                continue
+                            impl = _FUNCS.get(key)
                             instance.add_func(name, impl or _trap_for(f"{iname}#{name}"))
         self._kinds = {name: number for _, number, name in self._types}
 
@@ -300,6 +310,11 @@ class ProxyInstances:
             if call.timed_out or "interrupt" in text:
                 return "timeout", ""
             return "trap", call.error or _last_line(exc)
+        except (_Trap, _Timeout, Gone, BodyError, Overrun) as exc:
+            # A host function's own exception: wasmtime-py re-raises it after the trap.
+            if call.timed_out:
+                return "timeout", ""
+            return "trap", str(exc)
         return "exit", ""
 
 
@@ -395,10 +410,6 @@ def _func(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 # wasi:io
 
 
-class _Timeout(Exception):
-    pass
-
-
 def _wait(ready: Callable[[], bool], clock: float | None = None) -> None:
     """Block until ``ready()`` (or the monotonic instant ``clock``); the guest's deadline
     bounds every wait in a host call, where epoch interruption cannot reach it."""
@@ -475,16 +486,6 @@ def _read_from(s: _InStream, size: int, block: bool) -> bytes | Any:
     return chunk  # None: err(closed), the only stream-error without a payload
 
 
-@_func("wasi:io/streams#[method]input-stream.read")
-def _read(store: Any, me: Any, size: int) -> Any:
-    return _read_from(_get(store, me), size, False)
-
-
-@_func("wasi:io/streams#[method]input-stream.blocking-read")
-def _blocking_read(store: Any, me: Any, size: int) -> Any:
-    return _read_from(_get(store, me), size, True)
-
-
 def _skip_in(store: Any, me: Any, size: int, block: bool) -> Any:
     got = _read_from(_get(store, me), size, block)
     return len(got) if isinstance(got, bytes) else got
@@ -518,11 +519,6 @@ def _put(sink: _Sink, data: bytes) -> Any:
     return _OK
 
 
-@_func("wasi:io/streams#[method]output-stream.write")
-def _write(store: Any, me: Any, data: bytes) -> Any:
-    return _put(_get(store, me).sink, bytes(data))
-
-
 def _blocking_put(sink: _Sink, data: bytes) -> Any:
     """blocking-write-and-flush: in pieces as the connection takes them, then flushed."""
     view = memoryview(data)
@@ -546,11 +542,6 @@ def _blocking_put(sink: _Sink, data: bytes) -> Any:
     return _OK
 
 
-@_func("wasi:io/streams#[method]output-stream.blocking-write-and-flush")
-def _blocking_write(store: Any, me: Any, data: bytes) -> Any:
-    return _blocking_put(_get(store, me).sink, bytes(data))
-
-
 @_func("wasi:io/streams#[method]output-stream.write-zeroes")
 def _write_zeroes(store: Any, me: Any, size: int) -> Any:
     return _put(_get(store, me).sink, bytes(size))
@@ -570,6 +561,149 @@ def _flush(store: Any, me: Any) -> Any:
 def _blocking_flush(store: Any, me: Any) -> Any:
     _wait(_get(store, me).sink.flushed)
     return _OK
+
+
+# --- stream bytes in bulk ------------------------------------------------------------------
+#
+# wasmtime-py 47 lifts and lowers a list<u8> one element at a time in Python (a ctypes struct
+# and several calls per byte: ~1 µs a byte, a second per MiB each way).  The four stream
+# functions that carry the bodies are therefore defined through the engine's C API itself
+# (wasmtime_component_linker_instance_add_func, which wasmtime-py's LinkerInstance.add_func
+# wraps for every other function): their list<u8> is read and built as one block of
+# wasmtime_component_val_t, 32 bytes per byte, with slice copies.  Nothing of wasmtime-py is
+# replaced or patched; every other value still goes through its own conversions.
+
+_VAL_SIZE = ctypes.sizeof(_capi.wasmtime_component_val)
+_VAL_OF = _capi.wasmtime_component_val.of.offset
+_KIND_U8 = bytes((_capi.WASMTIME_COMPONENT_U8.value,))
+
+
+def _lift_bytes(val: Any) -> bytes:
+    """A list<u8> argument as bytes; the list is freed, as wasmtime-py does with arguments."""
+    items = val.of.list
+    data = bytes(_val_bytes(items)[_VAL_OF::_VAL_SIZE]) if items.size else b""
+    _capi.wasmtime_component_vallist_delete(ctypes.byref(items))
+    return data
+
+
+def _val_bytes(items: Any) -> memoryview:
+    """The vallist's elements as one writable block of bytes (no copy)."""
+    address = ctypes.cast(items.data, ctypes.c_void_p).value
+    block = (ctypes.c_char * (int(items.size) * _VAL_SIZE)).from_address(address or 0)
+    return memoryview(block).cast("B")
+
+
+def _lower_ok_bytes(data: bytes, out: Any) -> None:
+    """``out`` = ok(data) of a result<list<u8>, _>."""
+    items = _capi.wasmtime_component_vallist_t()
+    _capi.wasmtime_component_vallist_new_uninit(ctypes.byref(items), len(data))
+    if data:
+        block = _val_bytes(items)
+        block[0::_VAL_SIZE] = _KIND_U8 * len(data)
+        block[_VAL_OF::_VAL_SIZE] = data
+    payload = _capi.wasmtime_component_val_t()
+    payload.kind = _capi.WASMTIME_COMPONENT_LIST
+    payload.of.list = items
+    out.kind = _capi.WASMTIME_COMPONENT_RESULT
+    out.of.result.is_ok = True
+    out.of.result.val = _capi.wasmtime_component_val_new(ctypes.byref(payload))
+
+
+@dataclass
+class _Bulk:
+    fn: Callable[[Any, Any, Any], Any]
+    params: list[Any]
+    result: Any
+    ty: wc.FuncType
+
+
+_BULK: list[_Bulk] = []
+_BULK_FUNCS: dict[str, Callable[..., Any]] = {}
+
+
+@_capi.wasmtime_component_func_callback_t  # type: ignore[untyped-decorator]
+def _bulk_entry(
+    index: int | None,
+    context: Any,
+    ty: Any,
+    args: Any,
+    nargs: int,
+    results: Any,
+    nresults: int,
+) -> int:
+    store = wasmtime.StoreContext(context)
+    try:
+        bulk = _BULK[(index or 0) - 1]
+        handle = bulk.params[0].convert_from_c(args[0])
+        value = bulk.fn(store, handle, args[1])
+        if isinstance(value, bytes):
+            _lower_ok_bytes(value, results.contents)
+        else:
+            bulk.result.convert_to_c(store, value, results)
+    except Exception as exc:  # noqa: BLE001 - the guest traps; the reason goes with it
+        text = str(exc) or type(exc).__name__
+        call = getattr(_local, "call", None)
+        if call is not None and not call.error:
+            call.error = text
+        error = _capi.wasmtime_error_new(text.encode("utf-8", "replace"))
+        return int(ctypes.cast(error, ctypes.c_void_p).value or 0)
+    finally:
+        store._invalidate()
+    return 0
+
+
+def _no_finalizer(index: int | None) -> None:
+    return None
+
+
+# The entries live as long as the process (one linker per server process).
+_bulk_finalize = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_no_finalizer)
+
+
+def _add_bulk(
+    instance: wc.LinkerInstance, name: str, ty: wc.FuncType, fn: Callable[..., Any]
+) -> None:
+    _BULK.append(_Bulk(fn, [t for _, t in ty.params], ty.result, ty))
+    raw = name.encode()
+    error = _capi.wasmtime_component_linker_instance_add_func(
+        instance.ptr(),
+        ctypes.create_string_buffer(raw),
+        len(raw),
+        _bulk_entry,
+        len(_BULK),
+        _bulk_finalize,
+    )
+    if error:
+        raise wasmtime.WasmtimeError._from_ptr(error)
+
+
+def _bulk(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for name in names:
+            _BULK_FUNCS[name] = fn
+        return fn
+
+    return register
+
+
+@_bulk("wasi:io/streams#[method]input-stream.read")
+def _bulk_read(store: Any, me: Any, size: Any) -> Any:
+    return _read_from(_get(store, me), int(size.of.u64), False)
+
+
+@_bulk("wasi:io/streams#[method]input-stream.blocking-read")
+def _bulk_blocking_read(store: Any, me: Any, size: Any) -> Any:
+    return _read_from(_get(store, me), int(size.of.u64), True)
+
+
+@_bulk("wasi:io/streams#[method]output-stream.write")
+def _bulk_write(store: Any, me: Any, data: Any) -> Any:
+    return _put(_get(store, me).sink, _lift_bytes(data))
+
+
+@_bulk("wasi:io/streams#[method]output-stream.blocking-write-and-flush")
+def _bulk_blocking_write(store: Any, me: Any, data: Any) -> Any:
+    return _blocking_put(_get(store, me).sink, _lift_bytes(data))
 
 
 # wasi:cli, clocks, random, filesystem (no preopens)

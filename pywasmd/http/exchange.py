@@ -77,6 +77,8 @@ class Exchange:
         self.low = low
         self.on_drained = on_drained
         self._chunks: deque[bytes] = deque()
+        #: Bytes of the first chunk already read (slicing it anew each time is quadratic).
+        self._offset = 0
         self._buffered = 0
         self._body_done = False
         self._body_error = ""
@@ -139,17 +141,18 @@ class Exchange:
                     raise BodyError(self._body_error)
                 return None if self._body_done else b""
             first = self._chunks[0]
-            if len(first) > size:
-                self._chunks[0] = first[size:]
-                first = first[:size]
-            else:
+            start = self._offset
+            piece = first[start : start + size]
+            self._offset += len(piece)
+            if self._offset >= len(first):
                 self._chunks.popleft()
-            self._buffered -= len(first)
+                self._offset = 0
+            self._buffered -= len(piece)
             if self._held and self._buffered <= self.low:
                 self._held = False
                 if self.on_drained is not None:
                     self.on_drained()
-            return first
+            return piece
 
     def readable(self) -> bool:
         with self.cond:
