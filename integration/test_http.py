@@ -440,6 +440,34 @@ def test_concurrency_and_no_growth(containerd: Containerd, function: Any) -> Non
     assert pss_after < pss + unshared + 4 * 1024
 
 
+def test_instance_limit_holds(
+    containerd: Containerd, function: Any, python_cgi_image: tuple[str, ...]
+) -> None:
+    """40 requests at once, each an instance of the Python function sleeping 0.2 s and saying
+    when it ran: with pywasm.io/http-concurrency=4 no more than 4 ever run at the same time,
+    all are answered, and the 40 take at least 10 rounds of 0.2 s."""
+    f = function("pywasm.io/http-concurrency=4", image=python_cgi_image)
+
+    def one(_: int) -> tuple[int, int]:
+        status, _, body = _request(f.port, "/sleep", timeout=60)
+        assert status == 200, body
+        times = _env(body)
+        return int(times["start"]), int(times["end"])
+
+    began = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=40) as pool:
+        spans = list(pool.map(one, range(40)))
+    took = time.monotonic() - began
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = most = 0
+    for _, step in events:
+        running += step
+        most = max(most, running)
+    print(f"containerd {containerd.version}: 40 sleeping requests in {took:.2f}s, {most} at once")
+    assert 2 <= most <= 4, f"{most} instances ran at once with pywasm.io/http-concurrency=4"
+    assert took >= 40 / 4 * 0.2
+
+
 def test_sigterm_finishes_the_running_request_and_exits_0(
     containerd: Containerd, function: Any
 ) -> None:
@@ -577,3 +605,34 @@ def test_wasi_http_proxy_component(
     assert _wait_status(containerd, f.cid, "STOPPED", timeout=10) == "STOPPED"
     rm = containerd.ctr("tasks", "rm", f.cid, timeout=20)
     assert "non-zero exit code" not in rm.stderr, rm.stderr
+
+
+def test_wasi_http_proxy_no_growth(
+    containerd: Containerd, function: Any, proxy_image: tuple[str, str]
+) -> None:
+    """1000 requests to the proxy function (a CPython instance each) on 2 kept-alive
+    connections leave the server processes' fds where they were and their RSS, and PSS beyond
+    pages that stopped being shared, within 8 MiB (1 KiB a request would not fit in 1 MiB
+    either: the instances' own memory is mapped and unmapped per request)."""
+    f = function("pywasm.io/http-concurrency=4", image=proxy_image)
+    pid = _task_pid(containerd, f.cid)
+
+    def expect(i: int, status: int, body: bytes) -> None:
+        assert (status, body) == (200, f"method=POST\npath=/n{i}\nheader=-\nbody={i}".encode())
+
+    _keepalive_load(f.port, 100, 2, expect)
+    time.sleep(0.3)
+    fds, (rss, pss, shared) = _fds(pid), _memory_kib(pid)
+    took, used = _keepalive_load(f.port, 1000, 2, expect)
+    assert used == 2, f"1000 requests on 2 kept-alive connections used {used} connections"
+    time.sleep(0.3)
+    fds_after, (rss_after, pss_after, shared_after) = _fds(pid), _memory_kib(pid)
+    unshared = max(0, shared - shared_after)
+    print(
+        f"containerd {containerd.version}: proxy, 1000 requests on 2 connections in {took:.1f}s "
+        f"({1000 / took:.0f}/s); fds {fds} -> {fds_after}, RSS {rss} -> {rss_after} KiB, "
+        f"PSS {pss} -> {pss_after} KiB ({unshared} KiB of shared pages turned private)"
+    )
+    assert fds_after <= fds + len(_servers(pid))
+    assert rss_after < rss + 8 * 1024
+    assert pss_after < pss + unshared + 8 * 1024

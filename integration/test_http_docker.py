@@ -1,8 +1,10 @@
 """An HTTP function published with `docker run -p` on Docker 28's default bridge (docs/http.md).
 
 Docker on a private containerd 2.1 inside a network namespace the test makes (the harness of
-integration/test_network_docker.py, integration/netns.py; used as is). The function is the C
-CGI guest (integration/guests/cgi.c):
+integration/test_network_docker.py, integration/netns.py; used as is, with its check that a
+test leaves no container, shim process or docker-proxy behind). The functions are the C CGI
+guest (integration/guests/cgi.c) and the wasi:http/proxy component
+(integration/guests/http/proxy_echo.py):
 
     docker run -d -p 8080:8080 --annotation pywasm.io/trigger=http \\
         --runtime=io.containerd.pywasm.v1 --platform=wasi/wasm pw-http-cgi
@@ -20,15 +22,19 @@ from collections.abc import Iterator
 
 import pytest
 
-from integration import guests, images
+from integration import guests, http_guests, images
 from integration.containerd import new_id
 from integration.docker import DOCKERD, PYWASM
 from integration.netns import Stack
 from integration.test_docker_bridge import explain
 from integration.test_network_docker import curl, docker_proxies, wait_200
+from integration.test_network_docker import (  # noqa: F401 - the leak check after each test
+    docker_clean as docker_clean,
+)
 
 WASM = (f"--runtime={PYWASM}", "--platform=wasi/wasm")
 IMAGE = images.ref("http-cgi")
+PROXY_IMAGE = images.ref("http-proxy")
 PORT = 8080
 
 
@@ -40,6 +46,7 @@ def stack() -> Iterator[Stack]:
     try:
         s.start()
         s.docker.load(images.build_wasm_archive("http-cgi", guests.build("cgi")))
+        s.docker.load(images.build_wasm_archive("http-proxy", http_guests.build()))
     except Exception:
         s.stop()
         raise
@@ -99,6 +106,69 @@ def test_function_behind_published_port(stack: Stack) -> None:
         stop = d.docker("stop", name, timeout=30)
         stop_seconds = time.monotonic() - t0
         print(f"docker stop of an idle function: {stop_seconds:.3f}s")
+        assert stop.returncode == 0, explain(stop)
+        state = d.container_state(name)
+        assert (state["Status"], state["ExitCode"]) == ("exited", 0), state
+        assert stop_seconds < 2.0, f"docker stop took {stop_seconds:.2f}s"
+    finally:
+        rm = d.docker("rm", "-f", name, timeout=60)
+    assert rm.returncode == 0, explain(rm)
+
+
+def test_proxy_component_behind_published_port(stack: Stack) -> None:
+    """The wasi:http/proxy function through Docker's -p: exact echo, env, 404, the access line
+    in `docker logs`, docker stop at once with exit code 0."""
+    d = stack.docker
+    name = new_id("http-px")
+    began = time.monotonic()
+    r = d.docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "-p",
+        f"{PORT}:{PORT}",
+        "--annotation",
+        "pywasm.io/trigger=http",
+        "-e",
+        "GREETING=hi",
+        *WASM,
+        PROXY_IMAGE,
+        timeout=60,
+    )
+    assert r.returncode == 0, explain(r)
+    url = f"http://127.0.0.1:{PORT}"
+    try:
+        # a first start compiles the component (CPython inside, 18 MB)
+        wait_200(stack, f"{url}/ready", timeout=180)
+        print(f"docker run -d to the first 200 through -p: {time.monotonic() - began:.2f}s")
+
+        answer = curl(
+            stack, f"{url}/api/items?id=7", "-H", "X-Test: via-docker", "--data-binary", "{}"
+        )
+        assert answer.returncode == 0, explain(answer)
+        head, _, body = answer.stdout.partition("\r\n\r\n")
+        assert head.startswith("HTTP/1.1 200 OK\r\n"), explain(answer)
+        assert "\r\ncontent-type: text/plain" in head.lower(), explain(answer)
+        assert "\r\nx-echo-method: POST" in head, explain(answer)
+        assert body == "method=POST\npath=/api/items?id=7\nheader=via-docker\nbody={}", body
+        big = "x" * 65536
+        echoed = curl(stack, f"{url}/big", "--data-binary", big)
+        assert echoed.stdout.endswith("\r\n\r\nmethod=POST\npath=/big\nheader=-\nbody=" + big)
+        env = curl(stack, f"{url}/env")
+        assert "\nGREETING=hi\n" in env.stdout, explain(env)
+        assert curl(stack, f"{url}/notfound").stdout.startswith("HTTP/1.1 404 ")
+        assert docker_proxies(stack), "no docker-proxy serves the published port"
+
+        logs = d.docker("logs", name, timeout=20)
+        assert '"POST /api/items?id=7 HTTP/1.1" 200 ' in logs.stdout, explain(logs)
+        assert '"GET /notfound HTTP/1.1" 404 ' in logs.stdout, explain(logs)
+        assert "listening on 0.0.0.0:8080" in logs.stderr, explain(logs)
+
+        t0 = time.monotonic()
+        stop = d.docker("stop", name, timeout=30)
+        stop_seconds = time.monotonic() - t0
+        print(f"docker stop of an idle proxy function: {stop_seconds:.3f}s")
         assert stop.returncode == 0, explain(stop)
         state = d.container_state(name)
         assert (state["Status"], state["ExitCode"]) == ("exited", 0), state

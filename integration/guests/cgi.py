@@ -10,11 +10,13 @@ It answers like integration/guests/cgi.c, byte for byte, so the tests compare bo
   /malformed   output without a header section
   /env...      every environment variable, one per line
   /exit3       exits 3 without output
+  /sleep       sleeps 0.2 s; answers when it ran (wall clock, ns): start=<ns>\nend=<ns>
   anything else: echoes method, path, query, the X-Test header, the length and the body
 """
 
 import os
 import sys
+import time
 
 out = sys.stdout.buffer
 
@@ -58,6 +60,10 @@ def main() -> None:
     elif path == "/exit3":
         out.flush()
         os._exit(3)
+    elif path == "/sleep":
+        start = time.time_ns()
+        time.sleep(0.2)
+        out.write(f"Content-Type: text/plain\r\n\r\nstart={start}\nend={time.time_ns()}".encode())
     elif path == "/stderr":
         sys.stderr.write("cgi guest: a line on stderr\n")
         out.write(b"Content-Type: text/plain\n\nsee stderr\n")
