@@ -4,13 +4,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PKG := pywasmd
 
-.PHONY: help install demo test unit engines310 integration check fix proto check-proto bench containerd21 clean
+.PHONY: help install shim demo test unit engines310 integration check fix proto check-proto bench containerd21 clean
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-install: ## install system packages, the venv, the package, and the shim on PATH
+install: ## install system packages, the venv, the package, and the shim on PATH (compiled front end)
 	scripts/install.sh
+
+shim: ## rebuild and reinstall only the shim (the compiled front end and its Python launcher)
+	$(PY) -m pywasmd.shim.install --bindir /usr/local/bin
 
 containerd21: ## unpack containerd 2.1 (Debian sid) into .cache/containerd-2.1
 	scripts/fetch-containerd21.sh

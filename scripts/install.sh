@@ -58,8 +58,11 @@ else
     log "venv up to date ($VENV)"
 fi
 
-# 3. The shim and the CLI on PATH, so any containerd finds the shim. The shim is a generated
-#    launcher (python -IS): containerd runs it twice per container, so it skips site setup.
+# 3. The shim and the CLI on PATH, so any containerd finds the shim. containerd runs it twice
+#    per container (start, delete): the shim is a small C front end built here with zig cc (the
+#    ziglang dev dependency) that handles the common case itself and execs the generated Python
+#    launcher (python -IS, in /usr/local/libexec/pywasm) for the rest; if it cannot be built,
+#    the launcher itself is the shim.
 rm -f /usr/local/bin/containerd-shim-pywasm-v1
 "$VENV/bin/python" -m pywasmd.shim.install --bindir /usr/local/bin
 for bin in pywasm; do
