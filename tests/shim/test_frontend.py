@@ -10,6 +10,7 @@ a stand-in zygote keeps each request and answers as told.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import socket
@@ -23,9 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from pywasmd import paths
 from pywasmd.api.containerd.task.v2 import shim_pb2 as pb
 from pywasmd.shim import install
-from pywasmd.shim.bootstrap import encode_delete_response, socket_address
+from pywasmd.shim import zygote as zygote_module
+from pywasmd.shim.bootstrap import GROUP_ANNOTATIONS, encode_delete_response, socket_address
 
 ROOT = install.package_root()
 
@@ -219,6 +222,22 @@ def test_delete_response_matches_python(selftest: str) -> None:
     assert got == [encode_delete_response(p, s, t).hex() for p, s, t in cases]
 
 
+def test_the_c_source_uses_pythons_names() -> None:
+    """The constants the front end shares with the Python side, where it spells them out."""
+    source = Path(install.NATIVE_SOURCE).read_text()
+    assert f'#define SOCKET_ROOT "{paths.SOCKET_ROOT}"' in source
+    assert f'#define RUNC_STATE_ROOT "{paths.RUNC_STATE_ROOT}"' in source
+    assert f'#define CGROUP_ROOT "{paths.CGROUP_ROOT}"' in source
+    assert f'#define ZYGOTE_PROTOCOL "{zygote_module.PROTOCOL.decode()}"' in source
+    controllers = ", ".join(f'"{c}/"' for c in paths.CGROUP_V1_CONTROLLERS)
+    assert " ".join(f'"", {controllers}'.split()) in " ".join(source.split())
+    names = (paths.CONFIG, paths.ROOTFS, paths.ADDRESS, paths.INIT_PID, paths.CGROUP)
+    for name in (*names, paths.SCRATCH, paths.RUNC_ROOT):
+        assert f'"{name}"' in source or f'"%s/{name}"' in source, name
+    for annotation in GROUP_ANNOTATIONS:
+        assert f'"{annotation}"' in source, annotation
+
+
 # --- start ---------------------------------------------------------------------------------
 
 
@@ -268,16 +287,13 @@ def test_start_with_a_live_server_only_prints_its_address(
     assert shims.deferrals() == []
 
 
-@pytest.mark.parametrize(
-    "config",
-    [
-        '{"annotations": {"pywasm.io/group": "g1"}}',
-        '{"annotations": {"io.kubernetes.cri.sandbox-id": "pod-1"}}',
-    ],
-)
+@pytest.mark.parametrize("annotation", GROUP_ANNOTATIONS)
 def test_start_leaves_grouping_to_python(
-    shims: Shims, zygote: Zygote, tmp_path: Path, config: str
+    shims: Shims, zygote: Zygote, tmp_path: Path, annotation: str
 ) -> None:
+    """Every annotation that groups containers in Python's `start` (a new one too)."""
+    key = f"group-of-{annotation}"
+    config = json.dumps({"annotations": {annotation: key}})
     cid = f"fe-group-{os.getpid()}"
     py = run(shims.python, start_argv(cid), bundle(tmp_path, "py", config), shim_env(zygote))
     with cleanup_socket(socket_of(py.stdout)):
@@ -286,7 +302,6 @@ def test_start_leaves_grouping_to_python(
     with cleanup_socket(socket_of(c.stdout)):
         pass
     assert (c.returncode, c.stdout) == (py.returncode, py.stdout)
-    key = "g1" if "group" in config else "pod-1"
     assert py.stdout.decode() == socket_address(
         f"/run/frontend-test-{os.getpid()}/containerd.sock", "ns1", key
     )
