@@ -261,6 +261,9 @@ def test_cgi_variables_bodies_and_statuses(
     )
     assert body == b"method=POST\npath=/echo\nquery=q=7\nheader=t\nlength=5\nbody=hello"
 
+    status, _, body = _request(port, "/empty", method="POST", body=b"")
+    assert (status, body) == (200, b"method=POST\npath=/empty\nquery=\nheader=-\nlength=0\nbody=")
+
     mib = os.urandom(1024 * 1024)
     status, _, body = _request(port, "/big", method="POST", body=mib)
     assert status == 200
@@ -591,6 +594,14 @@ def test_wasi_http_proxy_component(
     status, _, body = _request(f.port, "/big", method="POST", body=big)
     assert (status, body.endswith(b"body=" + big)) == (200, True)
     assert b"\nGREETING=hi\n" in _request(f.port, "/env")[2]
+    assert _request(f.port, "/empty", method="POST", body=b"")[2].endswith(b"\nbody=")
+    chunked = subprocess.run(
+        ["curl", "-s", "--max-time", "10", "-H", "Transfer-Encoding: chunked"]
+        + ["--data-binary", "chunky", f"http://127.0.0.1:{f.port}/c"],
+        capture_output=True,
+        check=False,
+    )
+    assert chunked.stdout == b"method=POST\npath=/c\nheader=-\nbody=chunky", chunked
     assert _request(f.port, "/notfound")[0] == 404
     assert _request(f.port, "/trap")[0] == 500
     began = time.monotonic()

@@ -77,15 +77,23 @@ def test_pod_annotations_make_an_http_function(node: Node) -> None:
         ), answer
         env = _curl(f"{url}/env").stdout
         assert "\nGREETING=from CRI\n" in env, env
+        redirect = _curl(f"{url}/redirect", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}")
+        assert redirect.stdout == "302 http://example.invalid/elsewhere", redirect
+        code = ("-o", "/dev/null", "-w", "%{http_code}")
+        assert _curl(f"{url}/loop", *code).stdout == "504"
+        assert _curl(f"{url}/after-loop", *code).stdout == "200"
 
         node.client.stop_container(cid, timeout=10)
         status = node.client.wait_container(cid, [EXITED])
         assert (status.state, status.exit_code) == (EXITED, 0), describe(status)
         lines = log_messages(log_file(pc, cc), "stdout")
         assert any('"POST /items?id=7 HTTP/1.1" 200 ' in line for line in lines), lines
+        errors = log_messages(log_file(pc, cc), "stderr")
+        assert any("GET /loop from 127.0.0.1: 504: the guest ran over" in e for e in errors), errors
         node.client.remove_container(cid)
     finally:
         remove_pod(node, pod)
+    assert _port_free(port), f"127.0.0.1:{port} is still taken after the pod was removed"
 
 
 def _port_free(port: int) -> bool:

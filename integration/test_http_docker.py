@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -57,7 +58,7 @@ def stack() -> Iterator[Stack]:
         assert not left, f"tearing the bridge stack down found: {left}"
 
 
-def test_function_behind_published_port(stack: Stack) -> None:
+def test_function_behind_published_port(stack: Stack, tmp_path: Path) -> None:
     d = stack.docker
     name = new_id("http-p")
     began = time.monotonic()
@@ -70,6 +71,8 @@ def test_function_behind_published_port(stack: Stack) -> None:
         f"{PORT}:{PORT}",
         "--annotation",
         "pywasm.io/trigger=http",
+        "--annotation",
+        "pywasm.io/http-timeout=1",
         "-e",
         "GREETING=hi",
         *WASM,
@@ -95,12 +98,29 @@ def test_function_behind_published_port(stack: Stack) -> None:
         # Through the userland proxy the client is the bridge's gateway, not 127.0.0.1.
         assert "\nREMOTE_ADDR=172." in env.stdout, explain(env)
         assert curl(stack, f"{url}/notfound").stdout.startswith("HTTP/1.1 404 ")
+        redirect = curl(stack, f"{url}/redirect").stdout
+        assert redirect.startswith("HTTP/1.1 302 "), redirect
+        assert "\r\nLocation: http://example.invalid/elsewhere\r\n" in redirect, redirect
+        chunked = curl(stack, f"{url}/c", "-H", "Transfer-Encoding: chunked", "-d", "chunky")
+        assert chunked.stdout.endswith(
+            "\r\n\r\nmethod=POST\npath=/c\nquery=\nheader=-\nlength=6\nbody=chunky"
+        ), explain(chunked)
+        mib = tmp_path / "mib"
+        mib.write_bytes(b"m" * (1 << 20))
+        big = curl(stack, f"{url}/big", "--data-binary", f"@{mib}")
+        assert big.stdout.endswith("\nlength=1048576\nbody=" + "m" * (1 << 20)), explain(big)
+        assert curl(stack, f"{url}/trap").stdout.startswith("HTTP/1.1 500 ")
+        assert curl(stack, f"{url}/loop").stdout.startswith("HTTP/1.1 504 ")
+        assert curl(stack, f"{url}/after-loop").stdout.startswith("HTTP/1.1 200 ")
         assert docker_proxies(stack), "no docker-proxy serves the published port"
 
         logs = d.docker("logs", name, timeout=20)
         assert '"POST /api/items?id=7 HTTP/1.1" 200 ' in logs.stdout, explain(logs)
         assert '"GET /notfound HTTP/1.1" 404 14 ' in logs.stdout, explain(logs)
+        assert '"GET /loop HTTP/1.1" 504 ' in logs.stdout, explain(logs)
         assert "listening on 0.0.0.0:8080" in logs.stderr, explain(logs)
+        assert "GET /loop from 172." in logs.stderr, explain(logs)
+        assert ": 504: the guest ran over its 1 s" in logs.stderr, explain(logs)
 
         t0 = time.monotonic()
         stop = d.docker("stop", name, timeout=30)
