@@ -295,6 +295,8 @@ class _Connection(asyncio.Protocol):
         exchange, out = request.exchange, request.out
         assert exchange is not None
         assert out is not None
+        if request.refused:
+            return  # answered by the server (413, 408) while it waited for its turn
         out.keep = keep_alive and not server.draining
         self.serving = exchange
         exchange.set_writable(not self.write_paused)
