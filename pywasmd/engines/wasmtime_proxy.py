@@ -8,9 +8,12 @@ imports becomes a host resource of ours (``wasi:io`` streams and pollables, ``wa
 the functions a handler needs are implemented here, and every other imported function traps
 naming itself (sockets, filesystem, outgoing HTTP).
 
-The request arrives as the CGI environment and body the server already builds for p1 modules
-(``pywasmd.http.cgi``), and the response leaves as a CGI response on "stdout": the server needs
-nothing new.  Bodies are whole, both ways (no streaming yet).
+The request arrives as the CGI environment the server already builds for p1 modules
+(``pywasmd.http.cgi``); its body and the response go through a
+:class:`pywasmd.http.exchange.Exchange` while the handler runs (``call_streaming``): reads take
+what the client has sent so far, writes reach the client as they are made, and every blocking
+host call ends at the request's deadline.  ``call`` is the same with a whole body and a
+collected response (a CGI response on "stdout"), for tests and tools.
 """
 
 from __future__ import annotations

@@ -3,8 +3,11 @@
 The worker imports this module before it enters the container (nothing of the host can be
 imported after pivot_root) and calls :func:`serve` once the sandbox is complete.
 
-- The event loop reads each request whole (headers and body, bounded in time and size) before
-  an instance is made, so a slow client holds a socket, never an instance.
+- For a CGI module the event loop reads each request whole (headers and body, bounded in time
+  and size) before an instance is made, so a slow client holds a socket, never an instance.
+  A wasi:http/proxy component (``call_streaming``) starts at the headers and streams both
+  bodies through a :class:`pywasmd.http.exchange.Exchange`; its blocking host calls end at its
+  deadline, so a slow client holds its instance for ``http-timeout`` at most.
 - Instances run on ``concurrency`` threads (the engine releases the GIL while Wasm runs); the
   engine stops a guest at its wall-time deadline (epoch interruption).
 - One access-log line per request goes to stdout, one line per failed guest to stderr.
