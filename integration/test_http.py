@@ -429,6 +429,8 @@ def test_concurrency_and_no_growth(containerd: Containerd, function: Any) -> Non
     # (with each other, with the zygote they were forked from) turn private once, at a first
     # full collection some thousand requests in: PSS then rises by up to ~5 MiB a process
     # while RSS stays put. A leak adds private pages without taking any from the shared ones.
+    # (PSS also rises when other processes mapping the same pages exit, e.g. workers another
+    # test forked from the same zygote: RSS is the figure no other process moves.)
     unshared = max(0, shared - shared_after)
     print(
         f"containerd {containerd.version}: 10000 requests on 4 connections in {took:.1f}s "
