@@ -140,7 +140,9 @@ class _Connection(asyncio.Protocol):
                 request.exchange.fail_body("the client closed the connection")
         if self.serving is not None:
             self.serving.fail_body("the client closed the connection")
-            self.serving.gone()
+            out = self.serving.sender
+            if not (isinstance(out, _Streamed) and out.whole()):
+                self.serving.gone()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -359,7 +361,7 @@ class _Connection(asyncio.Protocol):
         if request.exchange is not None:
             # Streamed: the length is the client's, or unknown (chunked) until the end.
             length = _content_length(request.headers)
-            framed = False
+            framed = length is not None
         else:
             length = len(request.body)
         return cgi.environ(
@@ -541,9 +543,11 @@ class _Streamed:
         exchange = self.request.exchange
         assert exchange is not None
         transport = self._transport()
-        if transport is None or not self.request.answered:
+        if self.bodyless and self.request.answered:
+            pass  # HEAD, 204, 304: the bytes the guest writes are not sent
+        elif transport is None or not self.request.answered:
             exchange.gone()
-        elif not self.bodyless:
+        else:
             if self.chunked:
                 transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
             else:
@@ -563,6 +567,17 @@ class _Streamed:
         if not self.keep and exchange.complete:
             # HTTP/1.0 without a length: the end of the body is the end of the connection.
             transport.close()
+
+    def whole(self) -> bool:
+        """The client has the whole response (it may leave now without loss): a head without
+        a body, or every byte of the content-length, or the end of the chunks."""
+        exchange = self.request.exchange
+        assert exchange is not None
+        if not self.request.answered:
+            return False
+        if self.bodyless or self.ended:
+            return True
+        return exchange.length is not None and exchange.written == exchange.length
 
     def abort(self) -> None:
         """End a response that cannot be completed: the client must not take it as whole."""

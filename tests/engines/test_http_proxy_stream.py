@@ -313,3 +313,30 @@ def test_a_client_that_does_not_read_cannot_hold_the_instance(srv: Server) -> No
     assert _dechunk(other, rest) == b"first\nsecond\n"
     assert TIMEOUT - 0.5 < took < TIMEOUT + 3
     assert "POST /echo from 127.0.0.1: 200, cut short: the guest ran over" in srv.err.read_text()
+
+
+def test_head_and_a_client_leaving_after_the_whole_response(srv: Server) -> None:
+    """A HEAD answer is whole at its head, a content-length one at its last byte: a client that
+    leaves then costs the guest nothing (its later writes and flush succeed)."""
+    s = srv.connect()
+    s.sendall(b"HEAD /drip?ms=200 HTTP/1.1\r\nHost: h\r\n\r\n")
+    head, rest = _read_head(s)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert rest == b""
+    s.close()
+    body = os.urandom(100_000)
+    for _ in range(2):
+        s = srv.connect()
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % len(body))
+        s.sendall(body)
+        head, rest = _read_head(s)
+        assert _recv_exactly(s, rest, len(body)) == body
+        s.close()
+    s = srv.connect()
+    s.sendall(b"GET /drip?ms=1 HTTP/1.1\r\nHost: h\r\n\r\n")
+    head, rest = _read_head(s)
+    assert _dechunk(s, rest) == b"first\nsecond\n"
+    log = srv.out.read_text()
+    assert '"HEAD /drip?ms=200 HTTP/1.1" 200 0 ' in log, log
+    assert log.count('"POST /echo HTTP/1.1" 200 100000 ') == 2, log
+    assert "cut short" not in srv.err.read_text()
