@@ -5,9 +5,10 @@ imported after pivot_root) and calls :func:`serve` once the sandbox is complete.
 
 - For a CGI module the event loop reads each request whole (headers and body, bounded in time
   and size) before an instance is made, so a slow client holds a socket, never an instance.
-  A wasi:http/proxy component (``call_streaming``) starts at the headers and streams both
-  bodies through a :class:`pywasmd.http.exchange.Exchange`; its blocking host calls end at its
-  deadline, so a slow client holds its instance for ``http-timeout`` at most.
+  A wasi:http/proxy component (``call_streaming``) starts when the body is complete or
+  ``STREAM_AFTER`` bytes of it are in, and streams both bodies through a
+  :class:`pywasmd.http.exchange.Exchange`; its blocking host calls end at its deadline, so a
+  slow client holds its instance for ``http-timeout`` at most.
 - Instances run on ``concurrency`` threads (the engine releases the GIL while Wasm runs); the
   engine stops a guest at its wall-time deadline (epoch interruption).
 - One access-log line per request goes to stdout, one line per failed guest to stderr.
@@ -56,6 +57,9 @@ IDLE_TIMEOUT = 30.0
 LINGER = 1.0
 #: Request line and headers together.
 MAX_HEAD = 64 * 1024
+#: A streamed request (wasi:http/proxy) gets its instance once its body is complete or this
+#: much of it is here: a small body sent slowly holds a socket, never an instance.
+STREAM_AFTER = 256 * 1024
 #: Requests of one connection read ahead of the one being served.
 _MAX_PIPELINED = 8
 #: How long SIGTERM waits for running requests beyond their own timeout.
@@ -74,6 +78,7 @@ class _Request:
     __slots__ = (
         "answered",
         "body",
+        "dispatched",
         "exchange",
         "head_size",
         "headers",
@@ -98,6 +103,7 @@ class _Request:
         self.exchange: Exchange | None = None
         self.out: _Streamed | None = None
         self.received = 0
+        self.dispatched = False
         #: The response head is on the wire: no other answer can be given.
         self.answered = False
         #: Answered by the server itself (400, 408, 413): the instance's answer is dropped.
@@ -194,11 +200,11 @@ class _Connection(asyncio.Protocol):
             assert self.transport is not None
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if self.server.streaming:
-            # The instance starts now and reads the body as it arrives.
+            # The instance starts once the body is complete or STREAM_AFTER bytes of it are
+            # here, and from then on reads the body as it arrives.
             out = _Streamed(self, request)
             request.out = out
             request.exchange = Exchange(out, on_drained=out.drained)
-            self._dispatch(request, self.parser.should_keep_alive())
 
     def on_body(self, body: bytes) -> None:
         request = self.current
@@ -212,6 +218,8 @@ class _Connection(asyncio.Protocol):
             if request.exchange.feed(body) and self.transport is not None:
                 # The guest reads slower than the client sends: TCP holds the rest.
                 self.transport.pause_reading()
+            if not request.dispatched and request.received >= STREAM_AFTER:
+                self._dispatch(request, self.parser.should_keep_alive())
             return
         request.body += body
 
@@ -223,12 +231,14 @@ class _Connection(asyncio.Protocol):
         self._disarm()
         if request.exchange is not None:
             request.exchange.end_body()
-            if not self.busy:
-                self._arm(IDLE_TIMEOUT, self._idle)
-            return
+            if request.dispatched:
+                if not self.busy:
+                    self._arm(IDLE_TIMEOUT, self._idle)
+                return
         self._dispatch(request, self.parser.should_keep_alive())
 
     def _dispatch(self, request: _Request, keep_alive: bool) -> None:
+        request.dispatched = True
         self.queue.append((request, keep_alive))
         if len(self.queue) >= _MAX_PIPELINED and self.transport is not None:
             # A client pipelining faster than its requests are served waits in TCP, not here.

@@ -172,6 +172,14 @@ def srv(component: Path, tmp_path: Path) -> Iterator[Server]:
     server.proc.wait()
 
 
+def _wait_for(path: Path, text: str) -> None:
+    """Log lines are written just after the answer goes out: they may trail it a little."""
+    deadline = time.monotonic() + 5
+    while text not in path.read_text():
+        assert time.monotonic() < deadline, path.read_text()
+        time.sleep(0.05)
+
+
 def _read_head(s: socket.socket) -> tuple[bytes, bytes]:
     data = b""
     while b"\r\n\r\n" not in data:
@@ -312,7 +320,7 @@ def test_a_client_that_does_not_read_cannot_hold_the_instance(srv: Server) -> No
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
     assert _dechunk(other, rest) == b"first\nsecond\n"
     assert TIMEOUT - 0.5 < took < TIMEOUT + 3
-    assert "POST /echo from 127.0.0.1: 200, cut short: the guest ran over" in srv.err.read_text()
+    _wait_for(srv.err, "POST /echo from 127.0.0.1: 200, cut short: the guest ran over")
 
 
 def test_head_and_a_client_leaving_after_the_whole_response(srv: Server) -> None:
@@ -336,7 +344,36 @@ def test_head_and_a_client_leaving_after_the_whole_response(srv: Server) -> None
     s.sendall(b"GET /drip?ms=1 HTTP/1.1\r\nHost: h\r\n\r\n")
     head, rest = _read_head(s)
     assert _dechunk(s, rest) == b"first\nsecond\n"
-    log = srv.out.read_text()
-    assert '"HEAD /drip?ms=200 HTTP/1.1" 200 0 ' in log, log
-    assert log.count('"POST /echo HTTP/1.1" 200 100000 ') == 2, log
+    _wait_for(srv.out, '"HEAD /drip?ms=200 HTTP/1.1" 200 0 ')
+    _wait_for(srv.out, '"GET /drip?ms=1 HTTP/1.1" 200 13 ')
+    assert srv.out.read_text().count('"POST /echo HTTP/1.1" 200 100000 ') == 2
     assert "cut short" not in srv.err.read_text()
+
+
+def test_a_large_body_streams_and_a_slow_small_one_holds_no_instance(srv: Server) -> None:
+    """Past STREAM_AFTER (256 KiB) the instance starts and echoes while the client still sends;
+    a small body sent slowly waits in the server, not in an instance (one instance here): the
+    next request is served meanwhile, and the slow one gets 408 at the read limit."""
+    slow = srv.connect()
+    slow.sendall(b"POST /count HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n0123456789")
+    time.sleep(0.2)
+    s = srv.connect()
+    total = 2 << 20
+    s.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % total)
+    first = os.urandom(512 << 10)
+    began = time.monotonic()
+    s.sendall(first)
+    head, rest = _read_head(s)  # answered before the rest of the body was sent
+    # Well before the slow request's deadline (TIMEOUT): its instance is not in the way.
+    assert time.monotonic() - began < TIMEOUT / 2
+    assert b"Content-Length: 2097152" in head, head
+    rest = _recv_exactly(s, rest, 256 << 10)
+    assert rest == first[: len(rest)]
+    second = os.urandom(total - len(first))
+    s.sendall(second)
+    assert _recv_exactly(s, rest, total) == first + second
+    # The slow client is refused by the server (the 10 s read limit), its instance never ran.
+    slow.settimeout(15)
+    head, _ = _read_head(slow)
+    assert head.startswith(b"HTTP/1.1 408 "), head
+    _wait_for(srv.out, '"POST /count HTTP/1.1" 408 ')
