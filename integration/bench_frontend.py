@@ -9,6 +9,8 @@ integration.bench_frontend [--shim PATH] cpu|ctr [-n N]`.
   containerd 1.6 (or --version 2.1), interleaved, as integration/bench.py's start target does
   (its `start_latency`), with the pywasm shim replaced by `--shim`: end-to-end medians and the
   spans of `start` and `delete` (spanwrap).
+- `tput`: bench.py's throughput target (`ctr run --rm` hello, N per runtime, 4 in parallel,
+  blocks ABBA) with the pywasm shim replaced by `--shim`: tasks per second.
 
 Used to decide and to document the compiled front end (docs/performance.md); not part of
 `make bench`.
@@ -26,6 +28,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -158,19 +161,34 @@ def cpu(shim: str, n: int) -> dict[str, Any]:
     }
 
 
-def ctr(shim: str, n: int, version: str) -> dict[str, Any]:
-    from integration.bench import RUNTIMES, Settings, start_latency
+def _with_node(shim: str, version: str, step: Callable[[Any], None]) -> None:
+    """A bench Node whose pywasm shim is `shim`, with the hello and busybox images."""
     from integration.bench_node import Node, archives, import_images
 
-    res: dict[str, Any] = {}
     with Node(version) as node:
         link = node.real_dir / "containerd-shim-pywasm-v1"
         link.unlink()
         link.symlink_to(shim)
         wanted = {k: v for k, v in archives(False).items() if "hello" in k or "busybox" in k}
         import_images(node.ctrd, wanted)
-        settings = Settings((version,), n, 0, 0, 4, 0, 0, 0, 0, 0.0)
-        start_latency(node, settings, res)
+        step(node)
+
+
+def tput(shim: str, n: int, version: str) -> dict[str, Any]:
+    from integration.bench import Settings, throughput
+
+    res: dict[str, Any] = {}
+    settings = Settings((version,), 0, 0, n, 4, 0, 0, 0, 0, 0.0)
+    _with_node(shim, version, lambda node: throughput(node, settings, res))
+    return {**res["throughput"], "failures": res.get("failures", {})}
+
+
+def ctr(shim: str, n: int, version: str) -> dict[str, Any]:
+    from integration.bench import RUNTIMES, Settings, start_latency
+
+    res: dict[str, Any] = {}
+    settings = Settings((version,), n, 0, 0, 4, 0, 0, 0, 0, 0.0)
+    _with_node(shim, version, lambda node: start_latency(node, settings, res))
     out: dict[str, Any] = {"failures": res.get("failures", {})}
     for name in RUNTIMES:
         spans = res["spans"][name]
@@ -186,13 +204,16 @@ def ctr(shim: str, n: int, version: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m integration.bench_frontend")
-    parser.add_argument("mode", choices=("cpu", "ctr"))
+    parser.add_argument("mode", choices=("cpu", "ctr", "tput"))
     parser.add_argument("--shim", default="/usr/local/bin/containerd-shim-pywasm-v1")
     parser.add_argument("-n", type=int, default=30)
     parser.add_argument("--version", default="1.6")
     args = parser.parse_args(argv)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    result = cpu(args.shim, args.n) if args.mode == "cpu" else ctr(args.shim, args.n, args.version)
+    if args.mode == "cpu":
+        result = cpu(args.shim, args.n)
+    else:
+        result = (ctr if args.mode == "ctr" else tput)(args.shim, args.n, args.version)
     print(f"{args.mode} {args.shim} n={args.n} load={os.getloadavg()[0]:.2f}")
     for key, value in result.items():
         print(f"  {key}: {value}")

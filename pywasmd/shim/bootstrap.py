@@ -41,6 +41,8 @@ def grouping_key(bundle: str, container_id: str) -> str:
         annotations = json.loads(raw).get("annotations") or {}
     except (ValueError, AttributeError):
         return container_id
+    if not isinstance(annotations, dict):  # not an OCI config: no group, and no traceback
+        return container_id
     for key in GROUP_ANNOTATIONS:
         if annotations.get(key):
             return str(annotations[key])

@@ -28,7 +28,12 @@ from pywasmd import paths
 from pywasmd.api.containerd.task.v2 import shim_pb2 as pb
 from pywasmd.shim import install
 from pywasmd.shim import zygote as zygote_module
-from pywasmd.shim.bootstrap import GROUP_ANNOTATIONS, encode_delete_response, socket_address
+from pywasmd.shim.bootstrap import (
+    GROUP_ANNOTATIONS,
+    encode_delete_response,
+    grouping_key,
+    socket_address,
+)
 
 ROOT = install.package_root()
 
@@ -211,6 +216,98 @@ def test_socket_address_matches_python_for_many_inputs(selftest: str) -> None:
     assert got == [socket_address(a, n, k) for a, n, k in cases]
 
 
+def _random_json(rnd: random.Random, depth: int = 0) -> object:
+    keys = ["annotations", *GROUP_ANNOTATIONS, "process", "a", 'q"uote', "back\\slash", ""]
+    kind = rnd.randrange(9 if depth < 4 else 5)
+    if kind == 0:
+        return rnd.choice([None, True, False])
+    if kind == 1:
+        return rnd.choice([0, 1, -1, 0.0, -0.0, 2.5, 1e300, 10**30, float("nan"), float("inf")])
+    if kind in (2, 3, 4):
+        return "".join(rnd.choice('ab-_./:" \\\t\u00e9') for _ in range(rnd.randrange(0, 8)))
+    if kind in (5, 6):
+        return [_random_json(rnd, depth + 1) for _ in range(rnd.randrange(0, 4))]
+    return {rnd.choice(keys): _random_json(rnd, depth + 1) for _ in range(rnd.randrange(0, 5))}
+
+
+def _config_cases() -> list[bytes]:
+    group, pod = GROUP_ANNOTATIONS[1], GROUP_ANNOTATIONS[0]
+    docs: list[object] = [
+        {"annotations": {group: "g1"}},
+        {"annotations": {pod: "pod-1", group: "g1"}},
+        {"annotations": {pod: "", group: "g1"}},
+        {"annotations": {pod: None, group: "g1"}},
+        {"annotations": {pod: False, group: 0}},
+        {"annotations": {pod: 0.0, group: []}},
+        {"annotations": {pod: {}, group: "/abs/key"}},
+        {"annotations": {pod: True}},
+        {"annotations": {pod: 7}},
+        {"annotations": {pod: "esc\u00e9"}},
+        {"annotations": {pod: "x\\y"}},
+        {"annotations": []},
+        {"annotations": [group]},
+        {"annotations": "pywasm.io/group"},
+        {"annotations": None},
+        {"process": {"env": [f"{group}=x"]}, "annotations": {}},
+        {"process": {"annotations": {group: "nested"}}},
+        [{"annotations": {group: "g"}}],
+    ]
+    raw = [json.dumps(d).encode() for d in docs]
+    raw += [
+        b'{"annotations": {"pywasm.io/group": "a"}, "annotations": {"pywasm.io/group": "b"}}',
+        b'{"annotations": {"pywasm.io/group": "a", "pywasm.io/group": "b"}}',
+        b'{"annotations": {"pywasm.io/group": "a",}}',
+        b'{"annotations": {"pywasm.io/group": "a"}} x',
+        b' \n{ "annotations" :{"pywasm.io/group":"sp"}\t}\r\n',
+        b'{"annot\\u0061tions": {"pywasm.io/group": "a"}}',
+        b'{"annotations": {"pywasm.io/gr\\u006fup": "a"}}',
+        b'{"n": NaN, "annotations": {"pywasm.io/group": "a"}}',
+        b'{"n": 01, "annotations": {"pywasm.io/group": "a"}}',
+        b'{"n": 1.5e+3, "m": -0.0e0, "annotations": {"pywasm.io/group": "a"}}',
+        b'{"n": 1.e3, "annotations": {"pywasm.io/group": "a"}}',
+        b'{"s": "caf\xc3\xa9", "annotations": {"pywasm.io/group": "a"}}',
+        b'{"annotations": {"pywasm.io/group": "tab\there"}}',
+        b'{"annotations": {"pywasm.io/group": "a"}',
+        b"[" * 70 + b"]" * 70 + b' "pywasm.io/group"',
+        b'{"deep": ' + b"[" * 70 + b"]" * 70 + b', "annotations": {"pywasm.io/group": "a"}}',
+    ]
+    rnd = random.Random(1717)
+    for _ in range(1500):
+        doc = _random_json(rnd)
+        if rnd.random() < 0.7:
+            doc = {"annotations": doc if rnd.random() < 0.3 else {group: doc, pod: doc}}
+        raw.append(json.dumps(doc, indent=rnd.choice([None, 1])).encode())
+    return raw
+
+
+def test_grouping_key_matches_python(selftest: str, tmp_path: Path) -> None:
+    """The front end's key is Python's, or it leaves the config to Python (DEFER)."""
+    cases = _config_cases()
+    got = _selftest(selftest, [f"key {raw.hex()}\tcid-1" for raw in cases])
+    native = 0
+    for raw, answer in zip(cases, got, strict=True):
+        (tmp_path / "config.json").write_bytes(raw)
+        want = grouping_key(str(tmp_path), "cid-1")
+        if answer != "DEFER":
+            native += 1
+            assert bytes.fromhex(answer).decode() == want, raw
+    # the common shapes stay native: a string annotation (CRI's pod id), none, falsy ones
+    assert native > len(cases) // 3
+    common = [
+        {"ociVersion": "1.0.2", "annotations": {GROUP_ANNOTATIONS[0]: "0123abcd" * 8}},
+        {
+            "annotations": {
+                "io.kubernetes.cri.container-type": "sandbox",
+                GROUP_ANNOTATIONS[0]: "pod",
+            },
+            "process": {"env": ['A="b"']},
+        },
+        {"annotations": {GROUP_ANNOTATIONS[1]: "density", GROUP_ANNOTATIONS[0]: ""}},
+    ]
+    answers = _selftest(selftest, [f"key {json.dumps(d).encode().hex()}\tc" for d in common])
+    assert "DEFER" not in answers
+
+
 def test_delete_response_matches_python(selftest: str) -> None:
     cases = [(0, 0, 1), (1234, 137, 1_700_000_000_123_456_789), (2**31, 255, 5_000_000_000)]
     rnd = random.Random(3)
@@ -234,8 +331,9 @@ def test_the_c_source_uses_pythons_names() -> None:
     names = (paths.CONFIG, paths.ROOTFS, paths.ADDRESS, paths.INIT_PID, paths.CGROUP)
     for name in (*names, paths.SCRATCH, paths.RUNC_ROOT):
         assert f'"{name}"' in source or f'"%s/{name}"' in source, name
-    for annotation in GROUP_ANNOTATIONS:
-        assert f'"{annotation}"' in source, annotation
+    # in Python's order: the first one set wins
+    ordered = ", ".join(f'"{a}"' for a in GROUP_ANNOTATIONS)
+    assert f"GROUP_ANNOTATIONS[] = {{{ordered}}};" in source
 
 
 # --- start ---------------------------------------------------------------------------------
@@ -287,13 +385,17 @@ def test_start_with_a_live_server_only_prints_its_address(
     assert shims.deferrals() == []
 
 
-@pytest.mark.parametrize("annotation", GROUP_ANNOTATIONS)
-def test_start_leaves_grouping_to_python(
-    shims: Shims, zygote: Zygote, tmp_path: Path, annotation: str
+@pytest.mark.parametrize(
+    ("annotation", "value", "native"),
+    [(a, f"group-of-{a}", True) for a in GROUP_ANNOTATIONS]
+    + [(GROUP_ANNOTATIONS[1], "caf\u00e9", False), (GROUP_ANNOTATIONS[0], 'a"b', False)],
+)
+def test_start_of_a_grouped_container_is_the_same_as_pythons(
+    shims: Shims, zygote: Zygote, tmp_path: Path, annotation: str, value: str, native: bool
 ) -> None:
-    """Every annotation that groups containers in Python's `start` (a new one too)."""
-    key = f"group-of-{annotation}"
-    config = json.dumps({"annotations": {annotation: key}})
+    """Every annotation that groups containers in Python's `start` (a new one too); a value
+    with escapes in its JSON is Python's to decode."""
+    config = json.dumps({"ociVersion": "1.0.2", "annotations": {annotation: value}})
     cid = f"fe-group-{os.getpid()}"
     py = run(shims.python, start_argv(cid), bundle(tmp_path, "py", config), shim_env(zygote))
     with cleanup_socket(socket_of(py.stdout)):
@@ -303,9 +405,9 @@ def test_start_leaves_grouping_to_python(
         pass
     assert (c.returncode, c.stdout) == (py.returncode, py.stdout)
     assert py.stdout.decode() == socket_address(
-        f"/run/frontend-test-{os.getpid()}/containerd.sock", "ns1", key
+        f"/run/frontend-test-{os.getpid()}/containerd.sock", "ns1", value
     )
-    assert len(shims.deferrals()) == 1
+    assert len(shims.deferrals()) == (0 if native else 1)
 
 
 @pytest.mark.parametrize("reply", [b"stale", b"err no", b""])

@@ -6,16 +6,17 @@
  * (PYWASM_FALLBACK, the generated `python -IS` launcher) with its own arguments for anything
  * else, before it has changed anything it could not undo:
  *
- *   start   argv in the forms containerd uses; no grouping annotation in config.json (the
- *           Python side parses JSON); the zygote answers `ok` (with it off, absent, stale or
- *           failing, Python serves the container itself and respawns the zygote).
+ *   start   argv in the forms containerd uses; config.json plain enough JSON (ASCII, a
+ *           grouping annotation, if any, a string without escapes); the zygote answers `ok`
+ *           (with it off, absent, stale or failing, Python serves the container itself and
+ *           respawns the zygote).
  *   delete  nothing left to kill, unmount or `runc delete` (a dead server's leftovers); it
  *           removes the cgroup directories and a stale socket as Python does.
  *
  * Built by `python -m pywasmd.shim.install` with zig cc (static musl), which defines
  * PYWASM_FALLBACK and PYWASM_ZYGOTE_DEFAULT in a generated header (`-include`). With
  * -DPYWASM_FRONTEND_SELFTEST it is instead a tool the unit tests use to compare its pure pieces
- * (the socket address, the DeleteResponse encoding) with the Python ones.
+ * (the socket address, the grouping key, the DeleteResponse encoding) with the Python ones.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -330,6 +331,315 @@ static int socket_address(const char *address, const char *ns, const char *key, 
     return snprintf(out, cap, "unix://" SOCKET_ROOT "/%s", digest) < (int)cap ? 0 : -1;
 }
 
+
+/* --- the grouping key from config.json (bootstrap.grouping_key) ----------------------- */
+
+/* The annotations that group containers, in bootstrap.GROUP_ANNOTATIONS' order. */
+static const char *const GROUP_ANNOTATIONS[] = {"io.kubernetes.cri.sandbox-id", "pywasm.io/group"};
+#define N_GROUP_ANNOTATIONS (sizeof GROUP_ANNOTATIONS / sizeof *GROUP_ANNOTATIONS)
+
+/* JSON as Python's json module reads it, only as far as the grouping key needs; anything
+ * where Python's answer would take more than this (escapes in the strings that matter,
+ * NaN, non-ASCII, deep nesting, a truthy annotation that is not a string) is DEFER. */
+enum { J_OK = 0, J_DEFER = -1 };
+
+struct json {
+    const char *p, *end;
+    int depth;
+};
+
+struct jvalue {
+    char kind; /* '{' '[' '"' '0' (number) 't' 'f' 'n' */
+    const char *at;   /* where it starts */
+    const char *str;  /* a string's raw contents */
+    size_t len;       /* their length; for '{' and '[' the member count */
+    int plain;        /* a string without escapes */
+    int zero;         /* a number that is zero */
+};
+
+static void jws(struct json *j) {
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) {
+        j->p++;
+    }
+}
+
+static int jstring(struct json *j, struct jvalue *v) {
+    if (j->p >= j->end || *j->p != '"') {
+        return J_DEFER;
+    }
+    const char *start = ++j->p;
+    v->kind = '"';
+    v->plain = 1;
+    while (j->p < j->end) {
+        unsigned char c = (unsigned char)*j->p;
+        if (c == '"') {
+            v->str = start;
+            v->len = (size_t)(j->p - start);
+            j->p++;
+            return J_OK;
+        }
+        if (c < 0x20) {
+            return J_DEFER;
+        }
+        if (c == '\\') {
+            v->plain = 0;
+            if (++j->p >= j->end) {
+                return J_DEFER;
+            }
+            if (*j->p == 'u') {
+                for (int i = 1; i <= 4; i++) {
+                    if (j->p + i >= j->end || !strchr("0123456789abcdefABCDEF", j->p[i]) ||
+                        j->p[i] == '\0') {
+                        return J_DEFER;
+                    }
+                }
+                j->p += 5;
+                continue;
+            }
+            if (strchr("\"\\/bfnrt", *j->p) == NULL || *j->p == '\0') {
+                return J_DEFER;
+            }
+        }
+        j->p++;
+    }
+    return J_DEFER;
+}
+
+static int jdigits(struct json *j) {
+    const char *start = j->p;
+    while (j->p < j->end && *j->p >= '0' && *j->p <= '9') {
+        j->p++;
+    }
+    return j->p > start;
+}
+
+/* Python's NUMBER_RE: -?(0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)? */
+static int jnumber(struct json *j, struct jvalue *v) {
+    const char *start = j->p;
+    v->kind = '0';
+    v->zero = 1;
+    if (j->p < j->end && *j->p == '-') {
+        j->p++;
+    }
+    if (j->p < j->end && *j->p == '0') {
+        j->p++;
+    } else if (!jdigits(j)) {
+        return J_DEFER; /* -Infinity, or not a number */
+    }
+    if (j->p + 1 < j->end && *j->p == '.' && j->p[1] >= '0' && j->p[1] <= '9') {
+        j->p++;
+        jdigits(j);
+    }
+    const char *mantissa_end = j->p;
+    if (j->p < j->end && (*j->p == 'e' || *j->p == 'E')) {
+        const char *e = j->p++;
+        if (j->p < j->end && (*j->p == '+' || *j->p == '-')) {
+            j->p++;
+        }
+        if (!jdigits(j)) {
+            j->p = e; /* not an exponent: Python stops before it (and then fails) */
+        }
+    }
+    for (const char *q = start; q < mantissa_end; q++) {
+        if (*q >= '1' && *q <= '9') {
+            v->zero = 0;
+        }
+    }
+    return J_OK;
+}
+
+static int jvalue(struct json *j, struct jvalue *v);
+
+/* An object or array; `each` (objects only) sees every member. */
+static int jcontainer(struct json *j, struct jvalue *v,
+                      int (*each)(void *ctx, const struct jvalue *key, const struct jvalue *val),
+                      void *ctx) {
+    char open = *j->p, close = open == '{' ? '}' : ']';
+    if (++j->depth > 64) {
+        return J_DEFER;
+    }
+    j->p++;
+    v->kind = open;
+    v->len = 0;
+    jws(j);
+    if (j->p < j->end && *j->p == close) {
+        j->p++;
+        j->depth--;
+        return J_OK;
+    }
+    for (;;) {
+        struct jvalue key = {0}, val = {0};
+        jws(j);
+        if (open == '{') {
+            if (jstring(j, &key) != J_OK) {
+                return J_DEFER;
+            }
+            jws(j);
+            if (j->p >= j->end || *j->p != ':') {
+                return J_DEFER;
+            }
+            j->p++;
+        }
+        if (jvalue(j, &val) != J_OK) {
+            return J_DEFER;
+        }
+        if (open == '{' && each != NULL && each(ctx, &key, &val) != J_OK) {
+            return J_DEFER;
+        }
+        v->len++;
+        jws(j);
+        if (j->p < j->end && *j->p == ',') {
+            j->p++;
+            continue;
+        }
+        if (j->p < j->end && *j->p == close) {
+            j->p++;
+            j->depth--;
+            return J_OK;
+        }
+        return J_DEFER;
+    }
+}
+
+static int jliteral(struct json *j, const char *word, char kind, struct jvalue *v) {
+    size_t n = strlen(word);
+    if ((size_t)(j->end - j->p) < n || memcmp(j->p, word, n) != 0) {
+        return J_DEFER;
+    }
+    j->p += n;
+    v->kind = kind;
+    return J_OK;
+}
+
+static int jvalue(struct json *j, struct jvalue *v) {
+    jws(j);
+    if (j->p >= j->end) {
+        return J_DEFER;
+    }
+    v->at = j->p;
+    switch (*j->p) {
+    case '{':
+    case '[':
+        return jcontainer(j, v, NULL, NULL);
+    case '"':
+        return jstring(j, v);
+    case 't':
+        return jliteral(j, "true", 't', v);
+    case 'f':
+        return jliteral(j, "false", 'f', v);
+    case 'n':
+        return jliteral(j, "null", 'n', v);
+    default:
+        return jnumber(j, v);
+    }
+}
+
+static int key_is(const struct jvalue *key, const char *name) {
+    return key->plain && key->len == strlen(name) && memcmp(key->str, name, key->len) == 0;
+}
+
+/* A key with escapes could spell any name: Python decodes it, this leaves it to Python. */
+static int plain_key(const struct jvalue *key) { return key->plain ? J_OK : J_DEFER; }
+
+struct top {
+    struct jvalue annotations; /* the last "annotations" member (Python keeps the last) */
+    int found;
+};
+
+static int top_member(void *ctx, const struct jvalue *key, const struct jvalue *val) {
+    struct top *t = ctx;
+    if (plain_key(key) != J_OK) {
+        return J_DEFER;
+    }
+    if (key_is(key, "annotations")) {
+        t->annotations = *val;
+        t->found = 1;
+    }
+    return J_OK;
+}
+
+struct group {
+    struct jvalue values[N_GROUP_ANNOTATIONS];
+    int found[N_GROUP_ANNOTATIONS];
+};
+
+static int group_member(void *ctx, const struct jvalue *key, const struct jvalue *val) {
+    struct group *g = ctx;
+    if (plain_key(key) != J_OK) {
+        return J_DEFER;
+    }
+    for (size_t i = 0; i < N_GROUP_ANNOTATIONS; i++) {
+        if (key_is(key, GROUP_ANNOTATIONS[i])) {
+            g->values[i] = *val;
+            g->found[i] = 1;
+        }
+    }
+    return J_OK;
+}
+
+/* The grouping key from config.json's bytes: 0 and *key (the id, or a malloc'd annotation
+ * value), or J_DEFER. */
+static int group_key_of(const char *data, size_t len, const char *id, char **key) {
+    *key = (char *)id;
+    int named = 0;
+    for (size_t i = 0; i < N_GROUP_ANNOTATIONS; i++) {
+        if (data && memmem(data, len, GROUP_ANNOTATIONS[i], strlen(GROUP_ANNOTATIONS[i]))) {
+            named = 1;
+        }
+    }
+    if (!named) {
+        return J_OK; /* as Python's shortcut: no JSON parsed at all */
+    }
+    for (size_t i = 0; i < len; i++) {
+        if ((unsigned char)data[i] >= 0x80 || data[i] == '\0') {
+            return J_DEFER;
+        }
+    }
+    struct json j = {data, data + len, 0};
+    struct jvalue top = {0};
+    struct top t = {0};
+    jws(&j);
+    if (j.p >= j.end || *j.p != '{') {
+        return J_DEFER; /* Python: no .get on a list or a string (then the id); not mine */
+    }
+    top.at = j.p;
+    if (jcontainer(&j, &top, top_member, &t) != J_OK) {
+        return J_DEFER;
+    }
+    jws(&j);
+    if (j.p != j.end) {
+        return J_DEFER;
+    }
+    if (!t.found || t.annotations.kind != '{') {
+        /* absent, or falsy (`or {}`), or a value without .get: Python returns the id */
+        return J_OK;
+    }
+    struct json a = {t.annotations.at, data + len, 0};
+    struct jvalue ann = {0};
+    struct group g = {0};
+    if (jcontainer(&a, &ann, group_member, &g) != J_OK) {
+        return J_DEFER;
+    }
+    for (size_t i = 0; i < N_GROUP_ANNOTATIONS; i++) {
+        const struct jvalue *v = &g.values[i];
+        if (!g.found[i] || v->kind == 'n' || v->kind == 'f') {
+            continue; /* absent or falsy: the next annotation */
+        }
+        if (v->kind == '"' && v->plain) {
+            if (v->len == 0) {
+                continue;
+            }
+            *key = strndup(v->str, v->len);
+            return *key == NULL ? J_DEFER : J_OK;
+        }
+        if ((v->kind == '0' && v->zero) || ((v->kind == '{' || v->kind == '[') && v->len == 0)) {
+            continue;
+        }
+        return J_DEFER; /* str() of a number, list, object or true; or a string's escapes */
+    }
+    return J_OK;
+}
+
 #ifndef PYWASM_FRONTEND_SELFTEST
 
 /* --- deferring to Python ---------------------------------------------------------- */
@@ -337,7 +647,7 @@ static int socket_address(const char *address, const char *ns, const char *key, 
 static char **g_argv;
 
 /* Run the Python shim with our arguments; it redoes the whole subcommand. */
-static void defer(void) {
+__attribute__((noreturn)) static void defer(void) {
     execv(PYWASM_FALLBACK, g_argv);
     char msg[PATH_MAX + 128];
     int n = snprintf(msg, sizeof msg, "containerd-shim-pywasm-v1: cannot run the Python shim %s: %s",
@@ -418,8 +728,7 @@ static const char *bundle_dir(const struct args *a, char *cwd, size_t cap) {
     return cwd;
 }
 
-/* bootstrap.grouping_key without JSON: any grouping annotation's name in config.json is for
- * Python to parse. */
+/* bootstrap.grouping_key: the container's id, or the value of a grouping annotation. */
 static const char *grouping_key(const char *bundle, const char *id) {
     char path[PATH_MAX];
     if (snprintf(path, sizeof path, "%s/config.json", bundle) >= (int)sizeof path) {
@@ -447,17 +756,12 @@ static const char *grouping_key(const char *bundle, const char *id) {
         buf_add(&raw, chunk, (size_t)got);
     }
     close(fd);
-    if (raw.failed) {
+    char *key = NULL;
+    if (raw.failed || group_key_of(raw.data, raw.len, id, &key) != J_OK) {
         defer();
     }
-    static const char *const annotations[] = {"io.kubernetes.cri.sandbox-id", "pywasm.io/group"};
-    for (size_t i = 0; i < sizeof annotations / sizeof *annotations; i++) {
-        if (raw.data && memmem(raw.data, raw.len, annotations[i], strlen(annotations[i]))) {
-            defer();
-        }
-    }
     free(raw.data);
-    return id;
+    return key;
 }
 
 /* Undo what start did to the socket path, then let Python do it all. */
@@ -855,7 +1159,19 @@ int main(int argc, char **argv) {
 /* Reads lines from stdin and answers one line each, for tests/shim/test_frontend.py:
  *   addr <address>\t<namespace>\t<key>   ->  the socket address
  *   del <pid> <status> <ns>             ->  the DeleteResponse in hex
+ *   key <config.json in hex>\t<id>      ->  the grouping key in hex, or DEFER
  */
+static int unhex(const char *hex, size_t n, char *out) {
+    for (size_t i = 0; i < n / 2; i++) {
+        unsigned int byte;
+        if (sscanf(hex + 2 * i, "%2x", &byte) != 1) {
+            return -1;
+        }
+        out[i] = (char)byte;
+    }
+    return 0;
+}
+
 int main(void) {
     char *line = NULL;
     size_t cap = 0;
@@ -877,6 +1193,27 @@ int main(void) {
                 return 3;
             }
             printf("%s\n", out);
+        } else if (strncmp(line, "key ", 4) == 0) {
+            char *tab = strchr(line + 4, '\t');
+            if (tab == NULL) {
+                return 2;
+            }
+            *tab = '\0';
+            size_t n = strlen(line + 4);
+            char *config = malloc(n / 2 + 1);
+            if (config == NULL || unhex(line + 4, n, config) != 0) {
+                return 2;
+            }
+            char *key;
+            if (group_key_of(config, n / 2, tab + 1, &key) != J_OK) {
+                printf("DEFER\n");
+            } else {
+                for (const char *k = key; *k; k++) {
+                    printf("%02x", (unsigned char)*k);
+                }
+                printf("\n");
+            }
+            free(config);
         } else if (strncmp(line, "del ", 4) == 0) {
             unsigned long long pid, status, ns;
             if (sscanf(line + 4, "%llu %llu %llu", &pid, &status, &ns) != 3) {
