@@ -545,6 +545,36 @@ def _blocking_put(sink: _Sink, data: bytes) -> Any:
     return _OK
 
 
+def _splice(sink: _Sink, source: _InStream, size: int, block: bool) -> Any:
+    """Up to ``size`` bytes from ``source`` to ``sink`` without crossing into the guest."""
+    try:
+        room = sink.capacity()
+        while block and room == 0:
+            _wait(sink.writable)
+            room = sink.capacity()
+        got = _read_from(source, min(size, room), block)
+        if not isinstance(got, bytes):
+            return got  # the input's end (closed) or its failure
+        sink.write(got)
+        if block:
+            _wait(sink.flushed)
+        return len(got)
+    except Gone:
+        return None
+    except Overrun as exc:
+        return _stream_error(str(exc))
+
+
+@_func("wasi:io/streams#[method]output-stream.splice")
+def _splice_now(store: Any, me: Any, src: Any, size: int) -> Any:
+    return _splice(_get(store, me).sink, _get(store, src), size, False)
+
+
+@_func("wasi:io/streams#[method]output-stream.blocking-splice")
+def _blocking_splice(store: Any, me: Any, src: Any, size: int) -> Any:
+    return _splice(_get(store, me).sink, _get(store, src), size, True)
+
+
 @_func("wasi:io/streams#[method]output-stream.write-zeroes")
 def _write_zeroes(store: Any, me: Any, size: int) -> Any:
     return _put(_get(store, me).sink, bytes(size))

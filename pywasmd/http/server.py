@@ -348,8 +348,11 @@ class _Connection(asyncio.Protocol):
             status_answer, problem = got.response, got.problem
         label = f"{request.method} {_show(request.target)}"
         if request.answered:
-            # The head is out: a failure now can only cut the response short.
-            if problem:
+            # The head is out: a failure now can only cut the response short, unless the
+            # client has it whole already (the guest failed after outgoing-body.finish).
+            if problem and out.whole():
+                _log(f"{label} from {self.peer[0]}: {out.status}, sent whole, then: {problem}")
+            elif problem:
                 _log(f"{label} from {self.peer[0]}: {out.status}, cut short: {problem}")
                 out.abort()
             server.access(self.peer[0], request, out.status, out.size)
@@ -585,7 +588,7 @@ class _Streamed:
         assert exchange is not None
         if not self.request.answered:
             return False
-        if self.bodyless or self.ended:
+        if self.bodyless or (self.ended and exchange.complete):
             return True
         return exchange.length is not None and exchange.written == exchange.length
 

@@ -377,3 +377,20 @@ def test_a_large_body_streams_and_a_slow_small_one_holds_no_instance(srv: Server
     head, _ = _read_head(slow)
     assert head.startswith(b"HTTP/1.1 408 "), head
     _wait_for(srv.out, '"POST /count HTTP/1.1" 408 ')
+
+
+def test_splice_moves_the_body_without_the_guest(proxy: Instances) -> None:
+    body = os.urandom(300_000)
+    result = proxy.call(_env("POST", "/splice"), body, 30)
+    assert (result.outcome, result.detail) == ("exit", "")
+    assert result.stdout.partition(b"\r\n\r\n")[2] == body
+
+
+def test_a_trap_after_the_whole_response_does_not_cut_it(srv: Server) -> None:
+    s = srv.connect()
+    s.sendall(b"GET /late-trap HTTP/1.1\r\nHost: h\r\n\r\n")
+    head, rest = _read_head(s)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert _dechunk(s, rest) == b"done\n"
+    _wait_for(srv.err, "GET /late-trap from 127.0.0.1: 200, sent whole, then: the guest trapped")
+    assert s.recv(10) == b""  # closed after it (the instance failed), not reset

@@ -6,6 +6,8 @@
              writing only what check-write allows (waiting on the stream's pollable);
              with the request's content-length when it had one
 /count       reads the whole body, answers its length and a checksum
+/splice      the request body to the response with blocking-splice (never through the guest)
+/late-trap   answers "done\n", finishes the body, then raises (the component traps)
 """
 
 import zlib
@@ -69,6 +71,11 @@ class IncomingHandler(exports.IncomingHandler):
             out.blocking_write_and_flush(b"second\n")
             _end(body, out)
             return
+        if path.startswith("/late-trap"):
+            body, out = _start(response_out, [("content-type", b"text/plain")])
+            out.blocking_write_and_flush(b"done\n")
+            _end(body, out)
+            raise RuntimeError("asked to trap after the response")
         length = [v for k, v in request.headers().entries() if k == "content-length"]
         incoming = request.consume()
         stream = incoming.stream()
@@ -79,6 +86,17 @@ class IncomingHandler(exports.IncomingHandler):
                 crc = zlib.crc32(chunk, crc)
             body, out = _start(response_out, [("content-type", b"text/plain")])
             out.blocking_write_and_flush(f"{size} {crc:08x}\n".encode())
+            _end(body, out)
+            return
+        if path.startswith("/splice"):
+            body, out = _start(response_out, [("content-type", b"application/octet-stream")])
+            while True:
+                try:
+                    out.blocking_splice(stream, 65536)
+                except Err as e:
+                    if isinstance(e.value, StreamError_Closed):
+                        break
+                    raise
             _end(body, out)
             return
         headers = [("content-type", b"application/octet-stream")]
