@@ -42,8 +42,9 @@ class FrontEnd:
         wrapper.write_text(f"#!/bin/sh\necho \"$*\" >> '{self.marker}'\nexec '{launcher}' \"$@\"\n")
         wrapper.chmod(0o755)
         self.bindir = tmp / "bin"
+        # no watched files: others editing pywasmd meanwhile must not turn it into Python
         install.build_frontend(
-            str(self.bindir / install.SHIM_NAME), str(wrapper), str(tmp / "no-default.sock")
+            str(self.bindir / install.SHIM_NAME), str(wrapper), str(tmp / "no-default.sock"), ()
         )
 
     def deferred(self, cid: str) -> list[str]:

@@ -90,8 +90,10 @@ def compile_c(
     defines: dict[str, str],
     extra: Sequence[str] = (),
     python: str = sys.executable,
+    raw: dict[str, str] | None = None,
 ) -> None:
-    """``source`` built with zig cc (static, musl) into ``out``; ``defines`` as C strings."""
+    """``source`` built with zig cc (static, musl) into ``out``; ``defines`` as C strings,
+    ``raw`` as C text."""
     if importlib.util.find_spec("ziglang") is None:
         raise BuildError("the ziglang package is not installed (pip install ziglang)")
     with tempfile.TemporaryDirectory(prefix="pywasm-frontend-") as tmp:
@@ -99,6 +101,8 @@ def compile_c(
         with open(header, "w", encoding="ascii") as f:
             for name, value in defines.items():
                 f.write(f"#define {name} {c_string(value)}\n")
+            for name, text in (raw or {}).items():
+                f.write(f"#define {name} {text}\n")
         env = dict(os.environ)
         cache = os.path.join(package_root(), ".cache", "zig")
         if os.access(os.path.dirname(os.path.dirname(cache)), os.W_OK):
@@ -114,12 +118,39 @@ def compile_c(
         raise BuildError(f"zig cc {source} failed ({r.returncode}):\n{r.stderr.strip()}")
 
 
-def build_frontend(out: str, fallback: str, zygote_socket: str) -> None:
-    """The compiled front end at ``out``; it execs ``fallback`` for what it leaves to Python."""
+#: What the front end does the Python side's way (relative to the package root): when one of
+#: these files changes after the build (a checkout without ``make install``), the front end
+#: sees it (size or mtime) and leaves everything to the Python launcher, as the zygote answers
+#: ``stale``.
+WATCHED = (
+    "pywasmd/paths.py",
+    "pywasmd/leb128.py",
+    "pywasmd/shim/__main__.py",
+    "pywasmd/shim/bootstrap.py",
+    "pywasmd/shim/cli.py",
+    "pywasmd/shim/mounts.py",
+    "pywasmd/shim/unixsock.py",
+    "pywasmd/shim/zygote.py",
+    "pywasmd/shim/native/frontend.c",
+)
+
+
+def build_frontend(
+    out: str, fallback: str, zygote_socket: str, watched: Sequence[str] | None = None
+) -> None:
+    """The compiled front end at ``out``; it execs ``fallback`` for what it leaves to Python,
+    and for everything once a ``watched`` file (default :data:`WATCHED`) changed."""
+    files = [os.path.join(package_root(), w) for w in WATCHED] if watched is None else watched
+    entries = []
+    for path in files:
+        st = os.stat(path)
+        sec, nsec = divmod(st.st_mtime_ns, 1_000_000_000)
+        entries.append(f"{{{c_string(path)}, {sec}LL, {nsec}L, {st.st_size}LL}}")
     compile_c(
         NATIVE_SOURCE,
         out,
         {"PYWASM_FALLBACK": fallback, "PYWASM_ZYGOTE_DEFAULT": zygote_socket},
+        raw={"PYWASM_WATCHED": ", ".join(entries)},
     )
 
 

@@ -97,7 +97,8 @@ class Shims:
         )
         os.chmod(wrapper, 0o755)
         self.native = str(tmp / "bin" / install.SHIM_NAME)
-        install.build_frontend(self.native, str(wrapper), str(tmp / "no-zygote.sock"))
+        # no watched files: others editing pywasmd meanwhile must not turn it into Python
+        install.build_frontend(self.native, str(wrapper), str(tmp / "no-zygote.sock"), ())
 
     def deferrals(self) -> list[str]:
         return self.marker.read_text().splitlines() if self.marker.exists() else []
@@ -548,6 +549,33 @@ def test_delete_of_a_runc_root_outside_pywasms_is_ignored(shims: Shims, tmp_path
     assert r.returncode == 0
     assert pb.DeleteResponse.FromString(r.stdout).exit_status == 137
     assert shims.deferrals() == []
+
+
+def test_a_changed_python_side_sends_everything_to_python(shims: Shims, tmp_path: Path) -> None:
+    """A checkout that changed a file the front end copies, without a rebuild: Python runs."""
+    watched = tmp_path / "bootstrap.py"
+    watched.write_text("# v1\n")
+    binary = str(tmp_path / "shim")
+    install.build_frontend(
+        binary, str(shims.tmp / "libexec" / "wrapper"), "/nonexistent", [str(watched)]
+    )
+    shims.stop.touch()
+    b = tmp_path / "b"
+    b.mkdir()
+    r = run(binary, delete_argv(b), tmp_path, shim_env(None))
+    assert r.returncode == 0
+    assert pb.DeleteResponse.FromString(r.stdout).exit_status == 137
+    assert shims.deferrals() == []
+    st = watched.stat()
+    os.utime(watched, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    r = run(binary, delete_argv(b), tmp_path, shim_env(None))
+    assert (r.returncode, r.stdout) == (3, b"FALLBACK")
+    assert len(shims.deferrals()) == 1
+
+
+def test_the_watched_files_exist() -> None:
+    for name in install.WATCHED:
+        assert os.path.isfile(os.path.join(ROOT, name)), name
 
 
 # --- install ---------------------------------------------------------------------------------

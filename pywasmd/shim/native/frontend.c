@@ -14,7 +14,9 @@
  *           removes the cgroup directories and a stale socket as Python does.
  *
  * Built by `python -m pywasmd.shim.install` with zig cc (static musl), which defines
- * PYWASM_FALLBACK and PYWASM_ZYGOTE_DEFAULT in a generated header (`-include`). With
+ * PYWASM_FALLBACK, PYWASM_ZYGOTE_DEFAULT and PYWASM_WATCHED (the Python files whose behaviour
+ * this copies, with their size and mtime: once one differs, everything is Python's) in a
+ * generated header (`-include`). With
  * -DPYWASM_FRONTEND_SELFTEST it is instead a tool the unit tests use to compare its pure pieces
  * (the socket address, the grouping key, the DeleteResponse encoding) with the Python ones.
  */
@@ -1140,8 +1142,38 @@ static int delete(const struct args *a) {
     return write_all(1, (const char *)out, n) == 0 ? 0 : 1;
 }
 
+/* The Python files this program copies the behaviour of, as they were when it was built. */
+struct watched {
+    const char *path;
+    long long sec;
+    long nsec;
+    long long size;
+};
+#ifdef PYWASM_WATCHED
+static const struct watched WATCHED[] = {PYWASM_WATCHED};
+#define N_WATCHED (sizeof WATCHED / sizeof *WATCHED)
+#else
+static const struct watched *const WATCHED = NULL;
+#define N_WATCHED 0
+#endif
+
+/* A checkout changed them without a rebuild: this copy may no longer be theirs. */
+static int watched_changed(void) {
+    for (size_t i = 0; i < N_WATCHED; i++) {
+        struct stat st;
+        if (stat(WATCHED[i].path, &st) != 0 || st.st_size != WATCHED[i].size ||
+            st.st_mtim.tv_sec != WATCHED[i].sec || st.st_mtim.tv_nsec != WATCHED[i].nsec) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     g_argv = argv;
+    if (watched_changed()) {
+        defer();
+    }
     struct args a;
     parse(argc, argv, &a);
     if (strcmp(a.action, "start") == 0) {
