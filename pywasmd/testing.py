@@ -12,6 +12,14 @@ A fake process "exits" when the test calls ``reaper.exit(pid, status)``, or when
 signal whose default action ends a process.  Fake pids start at 2**30, above the kernel's
 ``PID_MAX_LIMIT`` (2**22): even a real ``kill(2)`` that slipped past the fakes could never reach
 a process.
+
+:class:`FakeContainers` and :class:`FakeContainer` go one level up: ``TaskService`` over
+in-memory containers, for the Task API's own rules (states, events, races)::
+
+    containers = FakeContainers()
+    service = TaskService(containers, RecordingPublisher())
+
+Any of a fake container's awaited steps can be held (``hold``) or made to fail (``fail``).
 """
 
 from __future__ import annotations
@@ -23,17 +31,23 @@ import signal
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
+from pywasmd.errors import InvalidArgument, NotFound
+from pywasmd.shim.process import Process, Stdio
 from pywasmd.shim.reaper import Reaper
 
 if TYPE_CHECKING:
     from pywasmd.errors import ShimError
     from pywasmd.oci.plan import WasiPlan
+    from pywasmd.shim.container import CreateRequest, ExitHandler
     from pywasmd.shim.launcher import ChildStdio
 
 __all__ = [
     "FAKE_PID_BASE",
+    "FakeContainer",
+    "FakeContainers",
     "FakeLauncher",
     "FakeReaper",
     "FakeWorker",
@@ -203,3 +217,141 @@ class FakeLauncher:
             raise OSError(errno.EINVAL, "Invalid argument")
         if sig in _FATAL and self.worker(target).exits_on_signal:
             self.exit(target, 128 + sig)
+
+
+class _Steps:
+    """What a fake's awaited steps do: record the call, wait while held, raise when told."""
+
+    def __init__(self) -> None:
+        #: Method names in call order.
+        self.calls: list[str] = []
+        #: A step named here waits for the event before it does anything.
+        self.hold: dict[str, asyncio.Event] = {}
+        #: A step named here raises this (after any hold).
+        self.fail: dict[str, ShimError] = {}
+
+    async def step(self, name: str) -> None:
+        self.calls.append(name)
+        gate = self.hold.get(name)
+        if gate is not None:
+            await gate.wait()
+        error = self.fail.get(name)
+        if error is not None:
+            raise error
+
+    def release(self) -> None:
+        for gate in self.hold.values():
+            gate.set()
+
+
+class FakeContainer(_Steps):
+    """A :class:`~pywasmd.shim.container.Container` with no process behind it.
+
+    Its processes exit when the test calls :meth:`exit`, or on a signal whose default action
+    ends a process (unless ``ignores_signals``); the init takes its execs with it, as in
+    the real kinds.
+    """
+
+    def __init__(self, request: CreateRequest, on_exit: ExitHandler, pids: Iterator[int]) -> None:
+        super().__init__()
+        self.id = request.id
+        self.bundle = request.bundle
+        self.stdio = request.stdio
+        self.init = Process(request.id, request.stdio.io(), next(pids))
+        self.execs: dict[str, Process] = {}
+        self._on_exit = on_exit
+        self._pids = pids
+        #: Every signal sent, as ``(pid, signal, all)``.
+        self.signals: list[tuple[int, int, bool]] = []
+        self.ignores_signals = False
+        self.started = False
+        self.frozen = False
+        self.deleted = False
+        self.resources = b""
+        self.exec_specs: dict[str, bytes] = {}
+
+    def exit(self, process: Process, status: int, oom: bool = False) -> None:
+        """End ``process`` with ``status`` (128+n for signal n)."""
+        if process.exited.is_set():
+            raise LookupError(f"fake process {process.pid} has already exited")
+        if process is self.init:
+            for ex in list(self.execs.values()):
+                if ex.pid and not ex.exited.is_set():
+                    self._on_exit(ex, 128 + signal.SIGKILL, False)
+        self._on_exit(process, status, oom)
+
+    async def start(self) -> None:
+        await self.step("start")
+        self.started = True
+
+    async def kill(self, process: Process, sig: int, all: bool = False) -> None:
+        self.signals.append((process.pid, sig, all))
+        if process.exited.is_set():
+            raise NotFound(f"{process.id}: process already finished")
+        if sig not in _SIGNALS:
+            raise InvalidArgument(f"{process.id}: {sig} is not a signal number")
+        if sig in _FATAL and not self.ignores_signals:
+            self.exit(process, 128 + sig)
+
+    async def _stop(self, process: Process) -> None:
+        if process.pid and not process.exited.is_set():
+            await self.kill(process, signal.SIGKILL)
+            await process.exited.wait()
+
+    async def delete(self) -> None:
+        await self.step("delete")
+        await self._stop(self.init)
+        for ex in list(self.execs.values()):
+            await self.delete_exec(ex)
+        self.deleted = True
+
+    async def pids(self) -> list[int]:
+        await self.step("pids")
+        running = [p.pid for p in self.execs.values() if p.pid and not p.exited.is_set()]
+        return [self.init.pid, *running]
+
+    def stats(self) -> any_pb2.Any:
+        return any_pb2.Any(type_url="pywasm.test/fake-stats", value=self.id.encode())
+
+    async def update(self, resources: bytes) -> None:
+        await self.step("update")
+        self.resources = resources
+
+    async def pause(self) -> None:
+        await self.step("pause")
+        self.frozen = True
+
+    async def resume(self) -> None:
+        await self.step("resume")
+        self.frozen = False
+
+    async def exec(self, exec_id: str, spec: bytes, stdio: Stdio) -> Process:
+        await self.step("exec")
+        process = Process(exec_id, stdio.io(), next(self._pids))
+        self.exec_specs[exec_id] = spec
+        self.execs[exec_id] = process
+        return process
+
+    async def start_exec(self, process: Process) -> None:
+        await self.step("start_exec")
+
+    async def delete_exec(self, process: Process) -> None:
+        await self.step("delete_exec")
+        await self._stop(process)
+        self.execs.pop(process.id, None)
+
+
+class FakeContainers(_Steps):
+    """The :class:`~pywasmd.shim.container.Containers` of :class:`FakeContainer`; ``hold`` and
+    ``fail`` apply to ``create``, each container's own to the rest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made: dict[str, FakeContainer] = {}
+        self._pids: Iterator[int] = itertools.count(FAKE_PID_BASE)
+
+    async def create(self, request: CreateRequest, on_exit: ExitHandler) -> FakeContainer:
+        await self.step("create")
+        container = FakeContainer(request, on_exit, self._pids)
+        self.made[request.id] = container
+        return container

@@ -19,11 +19,11 @@ from pywasmd import errors
 from pywasmd.api.containerd.task.v2 import shim_pb2 as pb
 from pywasmd.errors import Code
 from pywasmd.paths import RUNC_STATE_ROOT
+from pywasmd.shim.factory import ContainerFactory
 from pywasmd.shim.launcher import ProcessLauncher
 from pywasmd.shim.linux import Runc
 from pywasmd.shim.reaper import Reaper
 from pywasmd.shim.server import task_services
-from pywasmd.shim.factory import ContainerFactory
 from pywasmd.shim.service import TaskService
 from pywasmd.testing import RecordingPublisher
 from pywasmd.ttrpc import Client, RpcError, Server
