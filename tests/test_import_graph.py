@@ -180,6 +180,59 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "pywasmd.http": ("pywasmd.http", "pywasmd.engine", "pywasmd.errors", "pywasmd.oci"),
     "pywasmd.image": ("pywasmd.image", "pywasmd.errors", "pywasmd.wasmbin"),
     "pywasmd.cache": (),
+    # The Task API: ids, the state table, the container protocol; no transport (ttrpc, the
+    # server binding), no mounts or cgroups, no kind of container.
+    "pywasmd.shim.service": (
+        "pywasmd.api",
+        "pywasmd.errors",
+        "pywasmd.shim.container",
+        "pywasmd.shim.process",
+        "pywasmd.shim.state",
+    ),
+    "pywasmd.shim.state": ("pywasmd.errors",),
+    "pywasmd.shim.process": (
+        "pywasmd.errors",
+        "pywasmd.shim.console",
+        "pywasmd.shim.state",
+        "pywasmd.shim.stdio",
+    ),
+    # What both kinds share; it knows neither kind nor the factory that picks one.
+    "pywasmd.shim.container": (
+        "pywasmd.errors",
+        "pywasmd.oci",
+        "pywasmd.shim.cgroups",
+        "pywasmd.shim.mounts",
+        "pywasmd.shim.process",
+        "pywasmd.shim.reaper",
+        "pywasmd.shim.stats",
+    ),
+    # The two kinds know the shared part, never each other.
+    "pywasmd.shim.runc_container": (
+        "pywasmd.errors",
+        "pywasmd.oci.spec",
+        "pywasmd.shim.cgroups",
+        "pywasmd.shim.container",
+        "pywasmd.shim.linux",
+        "pywasmd.shim.process",
+        "pywasmd.shim.reaper",
+        "pywasmd.shim.stdio",
+    ),
+    "pywasmd.shim.wasm_container": (
+        "pywasmd.paths",
+        "pywasmd.engine",
+        "pywasmd.errors",
+        "pywasmd.nodeconfig",
+        "pywasmd.oci",
+        "pywasmd.shim.cgroups",
+        "pywasmd.shim.console",
+        "pywasmd.shim.container",
+        "pywasmd.shim.hostsetup",
+        "pywasmd.shim.launcher",
+        "pywasmd.shim.process",
+        "pywasmd.shim.reaper",
+        "pywasmd.shim.state",
+        "pywasmd.shim.stdio",
+    ),
 }
 #: Imported by nothing in the package but the command-line tools.
 TOOLS = ("pywasmd.cli", "pywasmd.doctor", "pywasmd.nodesetup", "pywasmd.client")

@@ -86,7 +86,7 @@ def choose_manifest(index: Mapping[str, Any], what: str) -> Mapping[str, Any] | 
 
 
 class ContainerdArtifacts:
-    """An `ArtifactLookup` (see pywasmd.shim.service) backed by containerd's gRPC API."""
+    """An `ArtifactLookup` (see pywasmd.shim.wasm_container) backed by containerd's gRPC API."""
 
     def __init__(self, address: str, namespace: str, directory: str | None = None) -> None:
         self.address = address

@@ -14,6 +14,10 @@ import time
 from pywasmd import paths
 from pywasmd.shim.cli import ShimArgs
 
+# At module level, unlike the rest: the zygote preloads this module, and with it both kinds
+# of container (serve runs only in a forked server, never in `start`).
+from pywasmd.shim.factory import ContainerFactory
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pywasmd.shim.launcher import Launcher
@@ -145,7 +149,6 @@ def _launchers() -> Launcher:
 
 async def _serve(listener: socket.socket, args: ShimArgs) -> None:
     from pywasmd.shim.events import TtrpcEventPublisher
-    from pywasmd.shim.factory import ContainerFactory
     from pywasmd.shim.reaper import Reaper, become_subreaper
     from pywasmd.shim.server import task_services
     from pywasmd.shim.service import TaskService

@@ -19,8 +19,6 @@ from typing import TYPE_CHECKING
 from google.protobuf import empty_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
-# Not used here by name: the zygote preloads this module, and with it both kinds of container.
-import pywasmd.shim.factory  # noqa: F401
 from pywasmd.api.containerd.events import task_pb2 as ev
 from pywasmd.api.containerd.task.v2 import shim_pb2 as pb
 from pywasmd.api.containerd.types import mount_pb2
