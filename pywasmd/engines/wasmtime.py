@@ -263,7 +263,7 @@ class WasmtimeEngine:
         assert isinstance(loaded, _Loaded)
         _start_epoch(loaded.engine)
         if isinstance(loaded.code, wc.Component):
-            return ProxyInstances(loaded.engine, loaded.code, plan.memory_limit)
+            return ProxyInstances(loaded.engine, loaded.code, plan.memory_limit, plan.env)
         return _CgiInstances(loaded.engine, loaded.code, plan)
 
     def run(self, loaded: object, plan: WasiPlan, ready: Callable[[], None] | None = None) -> int:

@@ -8,8 +8,10 @@ imports becomes a host resource of ours (``wasi:io`` streams and pollables, ``wa
 the functions a handler needs are implemented here, and every other imported function traps
 naming itself (sockets, filesystem, outgoing HTTP).
 
-The request arrives as the CGI environment the server already builds for p1 modules
-(``pywasmd.http.cgi``); its body and the response go through a
+The request's method, target and authority come from the CGI environment the server already
+builds for p1 modules (``pywasmd.http.cgi``), its headers as the server parsed them (bytes,
+names in lower case, hop-by-hop framing headers left out); ``wasi:cli/environment`` is the
+container's env only.  Its body and the response go through a
 :class:`pywasmd.http.exchange.Exchange` while the handler runs (``call_streaming``): reads take
 what the client has sent so far, writes reach the client as they are made, and every blocking
 host call ends at the request's deadline.  ``call`` is the same with a whole body and a
@@ -207,11 +209,18 @@ class ProxyInstances:
     max_parallel = 1
 
     def __init__(
-        self, engine: wasmtime.Engine, component: wc.Component, memory_limit: int | None
+        self,
+        engine: wasmtime.Engine,
+        component: wc.Component,
+        memory_limit: int | None,
+        env: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._engine = engine
         self._component = component
         self._memory_limit = memory_limit
+        # The container's env (-e, the image's ENV): what wasi:cli/environment returns.  The
+        # request reaches the component through incoming-request, not through variables.
+        self._env = [(k, v) for k, v in env]
         self._types: list[tuple[wc.ResourceType, int, str]] = []
         self._linker = wc.Linker(engine)
         self._define(component.type.imports(engine))
@@ -251,22 +260,37 @@ class ProxyInstances:
 
     # --- one request ---
 
-    def call(self, env: Sequence[tuple[str, str]], stdin: bytes, timeout: float) -> CallResult:
-        """The whole body in, the whole response out as a CGI response (tests, tools)."""
+    def call(
+        self,
+        env: Sequence[tuple[str, str]],
+        stdin: bytes,
+        timeout: float,
+        headers: Sequence[tuple[bytes, bytes]] | None = None,
+    ) -> CallResult:
+        """The whole body in, the whole response out as a CGI response (tests, tools).
+        Without ``headers``, the request's headers are made from the CGI variables."""
         exchange, kept = collecting(stdin)
-        result = self.call_streaming(env, exchange, timeout)
+        result = self.call_streaming(env, exchange, timeout, headers)
         if result.outcome != "exit":
             return result
         head = _Response(_Fields(kept.headers), kept.status)
         return CallResult("exit", 0, _as_cgi(head, bytes(kept.body)))
 
     def call_streaming(
-        self, env: Sequence[tuple[str, str]], exchange: Exchange, timeout: float
+        self,
+        env: Sequence[tuple[str, str]],
+        exchange: Exchange,
+        timeout: float,
+        headers: Sequence[tuple[bytes, bytes]] | None = None,
     ) -> CallResult:
         """Run ``handle`` in a new instance: the request body is read from ``exchange`` as
-        it arrives, the response goes to it as it is written.  "exit" means the response was
-        set (``exchange.started``); ``exchange.complete`` says whether its body was finished."""
-        call = _Call(_request(env), [(k, v) for k, v in env], exchange, time.monotonic() + timeout)
+        it arrives, the response goes to it as it is written.  ``env`` gives the method,
+        target and authority (the CGI variables), ``headers`` the request's header lines as
+        the server parsed them (None: made from ``env``, for tests and tools).  "exit" means
+        the response was set (``exchange.started``); ``exchange.complete`` says whether its
+        body was finished."""
+        request = _request(env, headers)
+        call = _Call(request, self._env, exchange, time.monotonic() + timeout)
         with _CALL_LOCK:
             _local.call = call
             _local.kinds = self._kinds
@@ -326,14 +350,33 @@ def _last_line(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-def _request(env: Sequence[tuple[str, str]]) -> _Request:
+# Hop-by-hop headers about this connection and its framing, which the server has acted on
+# (RFC 9110 7.6.1, 7.8; RFC 9112 6.1): the component gets the decoded body and has no
+# connection to manage.  Content-Length stays: it is the body's size.
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade"}
+)
+
+
+def _request(
+    env: Sequence[tuple[str, str]], raw: Sequence[tuple[bytes, bytes]] | None = None
+) -> _Request:
     values = dict(env)
     headers = _Fields()
-    for key, value in env:
-        if key.startswith("HTTP_"):
-            headers.entries.append((key[5:].lower().replace("_", "-"), value.encode()))
-        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            headers.entries.append((key.lower().replace("_", "-"), value.encode()))
+    if raw is not None:
+        # As sent: values are bytes (not necessarily UTF-8), repeated headers stay separate
+        # entries, and no CGI rule (names with "_", Proxy) applies; names in lower case, as
+        # wasmtime's own host gives them.
+        for name, value in raw:
+            key = bytes(name).decode("latin-1").lower()
+            if key not in _HOP_BY_HOP:
+                headers.entries.append((key, bytes(value)))
+    else:
+        for key, text in env:
+            if key.startswith("HTTP_"):
+                headers.entries.append((key[5:].lower().replace("_", "-"), text.encode()))
+            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                headers.entries.append((key.lower().replace("_", "-"), text.encode()))
     return _Request(
         method=values.get("REQUEST_METHOD", "GET"),
         target=values.get("REQUEST_URI", "/"),

@@ -316,7 +316,9 @@ class _Connection(asyncio.Protocol):
         self.serving = exchange
         exchange.set_writable(not self.write_paused)
         try:
-            result: CallResult | None | Exception = await server.run_streaming(env, exchange)
+            result: CallResult | None | Exception = await server.run_streaming(
+                env, exchange, request.headers[: out.header_count]
+            )
         except Exception as exc:  # noqa: BLE001 - one request must not take the connection down
             result = exc
         finally:
@@ -497,6 +499,8 @@ class _Streamed:
     def __init__(self, connection: _Connection, request: _Request) -> None:
         self.connection = connection
         self.request = request
+        # Made at the end of the head: what the parser reports after it are trailers.
+        self.header_count = len(request.headers)
         self.loop = asyncio.get_running_loop()
         self.keep = True
         self.status = 0
@@ -670,13 +674,17 @@ class _Server:
             return None
 
     async def run_streaming(
-        self, env: list[tuple[str, str]], exchange: Exchange
+        self,
+        env: list[tuple[str, str]],
+        exchange: Exchange,
+        headers: list[tuple[bytes, bytes]],
     ) -> CallResult | None:
-        """As :meth:`run`, for an instance that streams its request and response bodies."""
+        """As :meth:`run`, for an instance that streams its request and response bodies and
+        gets the request's headers as sent (a component, unlike a CGI program, takes bytes)."""
         await self.slots.acquire()
         loop = asyncio.get_running_loop()
         call = getattr(self.instances, "call_streaming")  # noqa: B009 - checked at __init__
-        future = loop.run_in_executor(self.pool, call, env, exchange, self.plan.timeout)
+        future = loop.run_in_executor(self.pool, call, env, exchange, self.plan.timeout, headers)
         future.add_done_callback(lambda _: self.slots.release())
         try:
             result: CallResult = await asyncio.wait_for(

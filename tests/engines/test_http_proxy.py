@@ -82,8 +82,51 @@ def test_a_large_body_each_way(proxy: Instances) -> None:
 
 def test_status_and_env(proxy: Instances) -> None:
     assert proxy.call(_env("GET", "/notfound"), b"", 5).stdout.startswith(b"Status: 404 ")
-    env = proxy.call(_env("GET", "/env", ("GREETING", "hi")), b"", 5).stdout
-    assert b"\nGREETING=hi\n" in env
+
+
+def test_the_environment_is_the_containers_only(proxy: Instances) -> None:
+    """wasi:cli/environment is the container's env (the plan's), none of the CGI variables
+    the request is described by for a p1 module."""
+    env = _env(
+        "GET",
+        "/env",
+        ("GATEWAY_INTERFACE", "CGI/1.1"),
+        ("PATH_INFO", "/env"),
+        ("HTTP_X_TEST", "t"),
+        ("HTTP_HOST", "h"),
+    )
+    result = proxy.call(env, b"", 5, [(b"Host", b"h"), (b"X-Test", b"t")])
+    assert result.stdout.partition(b"\r\n\r\n")[2] == b"GREETING=hi\n"
+
+
+def test_headers_reach_the_component_as_sent(proxy: Instances) -> None:
+    """The component gets the header lines the server parsed: bytes that are not UTF-8 as
+    they are, names with "_" and Proxy (CGI drops both), repeated headers as separate
+    entries in order; names in lower case, the connection's own headers left out."""
+    raw = [
+        (b"Host", b"example.test:8080"),
+        (b"X-Raw", b"\xff\xfe"),
+        (b"X_Under", b"u"),
+        (b"Proxy", b"http://proxy.invalid"),
+        (b"X-Multi", b"a"),
+        (b"Connection", b"keep-alive"),
+        (b"Keep-Alive", b"timeout=5"),
+        (b"X-Multi", b"b, c"),
+        (b"Content-Length", b"0"),
+    ]
+    result = proxy.call(_env("GET", "/headers"), b"", 5, raw)
+    assert (result.outcome, result.detail) == ("exit", ""), result
+    head, _, body = result.stdout.partition(b"\r\n\r\n")
+    assert body == (
+        b"host: example.test:8080\n"
+        b"x-raw: \xff\xfe\n"
+        b"x_under: u\n"
+        b"proxy: http://proxy.invalid\n"
+        b"x-multi: a\n"
+        b"x-multi: b, c\n"
+        b"content-length: 0\n"
+    )
+    assert b"\r\nx-echo-method: GET" in head
 
 
 def test_trap_and_timeout(proxy: Instances) -> None:

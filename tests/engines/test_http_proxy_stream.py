@@ -43,10 +43,11 @@ from pywasmd.oci.plan import WasiPlan
 
 component = Path(sys.argv[1])
 http = HttpPlan("127.0.0.1", int(sys.argv[2]), float(sys.argv[3]), 1, int(sys.argv[4]))
-plan = WasiPlan(module=str(component), argv=("f",), env=(), cwd="/", preopens=(), http=http)
+env = tuple(tuple(kv.split("=", 1)) for kv in sys.argv[5:])
+plan = WasiPlan(module=str(component), argv=("f",), env=env, cwd="/", preopens=(), http=http)
 engine = get_engine("wasmtime")
 loaded = engine.load_precompiled(component.with_suffix(".cwasm").read_bytes(), plan)
-sys.exit(server.serve(http, lambda: engine.prepare_instances(loaded, plan), []))
+sys.exit(server.serve(http, lambda: engine.prepare_instances(loaded, plan), env))
 """
 
 
@@ -56,8 +57,7 @@ def _plan(component: Path) -> WasiPlan:
     )
 
 
-@pytest.fixture(scope="module")
-def component() -> Path:
+def _built(name: str) -> Path:
     spec = importlib.util.spec_from_file_location(
         "_http_guests", REPO / "integration" / "http_guests.py"
     )
@@ -67,7 +67,7 @@ def component() -> Path:
     if str(REPO) not in sys.path:  # it imports integration.net_guests
         sys.path.insert(0, str(REPO))
     spec.loader.exec_module(module)
-    built: Path = module.build("proxy_stream")
+    built: Path = module.build(name)
     compiled = built.with_suffix(".cwasm")
     if not compiled.exists():
         # Compiling CPython inside takes 10-40 s: keep the compiled form next to it.
@@ -75,6 +75,11 @@ def component() -> Path:
         tmp.write_bytes(get_engine("wasmtime").precompile(_plan(built)))
         tmp.replace(compiled)
     return built
+
+
+@pytest.fixture(scope="module")
+def component() -> Path:
+    return _built("proxy_stream")
 
 
 @pytest.fixture(scope="module")
@@ -136,12 +141,12 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, component: Path, tmp: Path) -> None:
+    def __init__(self, component: Path, tmp: Path, env: tuple[str, ...] = ()) -> None:
         self.port = _free_port()
         self.out = tmp / "stdout"
         self.err = tmp / "stderr"
         self.sockets: list[socket.socket] = []
-        args = [str(component), str(self.port), str(TIMEOUT), str(MAX_BODY)]
+        args = [str(component), str(self.port), str(TIMEOUT), str(MAX_BODY), *env]
         with self.out.open("wb") as out, self.err.open("wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", CHILD, *args], stdout=out, stderr=err, cwd=REPO
@@ -394,3 +399,57 @@ def test_a_trap_after_the_whole_response_does_not_cut_it(srv: Server) -> None:
     assert _dechunk(s, rest) == b"done\n"
     _wait_for(srv.err, "GET /late-trap from 127.0.0.1: 200, sent whole, then: the guest trapped")
     assert s.recv(10) == b""  # closed after it (the instance failed), not reset
+
+
+@pytest.fixture
+def echo_srv(tmp_path: Path) -> Iterator[Server]:
+    """The server with integration/guests/http/proxy_echo.py and a container env."""
+    server = Server(_built("proxy_echo"), tmp_path, ("GREETING=hi", "EMPTY="))
+    yield server
+    for s in server.sockets:
+        s.close()
+    server.proc.kill()
+    server.proc.wait()
+
+
+def _answer(s: socket.socket) -> tuple[bytes, bytes]:
+    head, rest = _read_head(s)
+    if b"\r\nTransfer-Encoding: chunked" in head:
+        return head, _dechunk(s, rest)
+    length = int(head.partition(b"\r\nContent-Length: ")[2].partition(b"\r\n")[0])
+    return head, _recv_exactly(s, rest, length)
+
+
+def test_served_headers_reach_the_component_as_sent(echo_srv: Server) -> None:
+    """Through the real server: header bytes that are not UTF-8 unchanged, a name with "_",
+    Proxy and repeated headers as sent (the CGI rules are for p1 modules); the connection's
+    framing headers and a chunked body's trailers are not request headers."""
+    s = echo_srv.connect()
+    s.sendall(
+        b"GET /headers HTTP/1.1\r\nHost: h:1\r\nX-Raw: \xff\xfe\r\nX_Under: u\r\n"
+        b"Proxy: http://proxy.invalid\r\nX-Multi: a\r\nConnection: keep-alive\r\n"
+        b"X-Multi: b\r\n\r\n"
+    )
+    head, body = _answer(s)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+    assert body == (
+        b"host: h:1\nx-raw: \xff\xfe\nx_under: u\nproxy: http://proxy.invalid\n"
+        b"x-multi: a\nx-multi: b\n"
+    )
+    # The response head is the component's: no content-type added where it set none.
+    assert b"\r\nx-echo-method: GET" in head
+    assert b"content-type" not in head.lower(), head
+    s.sendall(
+        b"POST /headers HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n"
+    )
+    head, body = _answer(s)
+    assert body == b"host: h\n", body
+
+
+def test_served_environment_is_the_containers(echo_srv: Server) -> None:
+    s = echo_srv.connect()
+    s.sendall(b"GET /env?x=1 HTTP/1.1\r\nHost: h\r\nX-Test: t\r\n\r\n")
+    head, body = _answer(s)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+    assert body == b"EMPTY=\nGREETING=hi\n"

@@ -4,6 +4,8 @@
 /loop       never answers (the server's wall-time limit must stop it)
 /trap       raises, so the component traps
 /env        its environment, one variable per line
+/headers    the request's header entries as it got them, "name: value" per line (the value's
+            bytes as they are), and no content-type of its own
 anything else: echoes method, path with query, the x-test header and the body
 """
 
@@ -52,6 +54,16 @@ class IncomingHandler(exports.IncomingHandler):
                 pass
         if path.startswith("/trap"):
             raise RuntimeError("asked to trap")
+        if path.startswith("/headers"):
+            lines = b"".join(k.encode() + b": " + v + b"\n" for k, v in request.headers().entries())
+            response = OutgoingResponse(Fields.from_list([("x-echo-method", name.encode())]))
+            out_body = response.body()
+            ResponseOutparam.set(response_out, Ok(response))
+            out = out_body.write()
+            out.blocking_write_and_flush(lines)
+            out.__exit__(None, None, None)
+            OutgoingBody.finish(out_body, None)
+            return
         if path.startswith("/env"):
             text = "".join(f"{k}={v}\n" for k, v in sorted(os.environ.items())).encode()
         else:
