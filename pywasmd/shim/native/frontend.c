@@ -16,9 +16,9 @@
  * Built by `python -m pywasmd.shim.install` with zig cc (static musl), which defines
  * PYWASM_FALLBACK, PYWASM_ZYGOTE_DEFAULT and PYWASM_WATCHED (the Python files whose behaviour
  * this copies, with their size and mtime: once one differs, everything is Python's) in a
- * generated header (`-include`). With
- * -DPYWASM_FRONTEND_SELFTEST it is instead a tool the unit tests use to compare its pure pieces
- * (the socket address, the grouping key, the DeleteResponse encoding) with the Python ones.
+ * generated header (`-include`). With -DPYWASM_FRONTEND_SELFTEST it is instead a tool the
+ * unit tests use to compare its pure pieces (the socket address, the grouping key, the
+ * DeleteResponse encoding) with the Python ones.
  */
 #define _GNU_SOURCE
 #include <errno.h>
