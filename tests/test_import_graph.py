@@ -157,6 +157,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "pywasmd.shim.unixsock": (),
     "pywasmd.shim.reaper": (),
     "pywasmd.image.mediatypes": (),
+    # the seam a streamed HTTP body crosses between the server and an engine's instance
+    "pywasmd.http.exchange": (),
     # the ttrpc protocol knows nothing of containers
     "pywasmd.ttrpc": ("pywasmd.ttrpc", "pywasmd.errors"),
     # the OCI model is pure: spec -> grants -> plan (and the sandbox plan)
@@ -175,6 +177,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pywasmd.errors",
         "pywasmd.oci.plan",
         "pywasmd.wasmbin",
+        "pywasmd.http.exchange",
     ),
     # HTTP functions: the server and the pure CGI parts, on the engine seam (no engine library)
     "pywasmd.http": ("pywasmd.http", "pywasmd.engine", "pywasmd.errors", "pywasmd.oci"),
