@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -874,6 +875,20 @@ def _preopens(store: Any) -> list[Any]:
 # wasi:http/types
 
 
+# A field name is a token (RFC 9110 5.1); a value has no control character but HTAB (5.5,
+# as wasmtime's own host checks).  Without this a value holding CR LF would add header lines
+# to the response the component never set (response splitting).
+_FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_INVALID = wc.Variant("invalid-syntax")
+
+
+def _valid(name: str, *values: bytes) -> bool:
+    if _FIELD_NAME.fullmatch(name) is None:
+        return False
+    return not any(_BAD_VALUE.search(bytes(v)) for v in values)
+
+
 def _header_entries(pairs: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     return [(str(n).lower(), bytes(v)) for n, v in pairs]
 
@@ -885,7 +900,10 @@ def _fields_new(store: Any) -> Any:
 
 @_func("wasi:http/types#[static]fields.from-list")
 def _fields_from_list(store: Any, pairs: list[tuple[str, bytes]]) -> Any:
-    return _new("fields", _Fields(_header_entries(pairs)))
+    entries = _header_entries(pairs)
+    if not all(_valid(n, v) for n, v in entries):
+        return _INVALID
+    return _new("fields", _Fields(entries))
 
 
 @_func("wasi:http/types#[method]fields.get")
@@ -899,21 +917,31 @@ def _fields_has(store: Any, me: Any, name: str) -> bool:
 
 
 @_func("wasi:http/types#[method]fields.set")
-def _fields_set(store: Any, me: Any, name: str, values: list[bytes]) -> None:
-    f = _get(store, me)
+def _fields_set(store: Any, me: Any, name: str, values: list[bytes]) -> Any:
+    f = _get(store, me)  # first: a borrowed handle left unused traps the call
+    if not _valid(name, *values):
+        return _INVALID
     f.entries = [(n, v) for n, v in f.entries if n != name.lower()]
     f.entries.extend((name.lower(), bytes(v)) for v in values)
+    return None
 
 
 @_func("wasi:http/types#[method]fields.delete")
-def _fields_delete(store: Any, me: Any, name: str) -> None:
+def _fields_delete(store: Any, me: Any, name: str) -> Any:
     f = _get(store, me)
+    if not _valid(name):
+        return _INVALID
     f.entries = [(n, v) for n, v in f.entries if n != name.lower()]
+    return None
 
 
 @_func("wasi:http/types#[method]fields.append")
-def _fields_append(store: Any, me: Any, name: str, value: bytes) -> None:
-    _get(store, me).entries.append((name.lower(), bytes(value)))
+def _fields_append(store: Any, me: Any, name: str, value: bytes) -> Any:
+    f = _get(store, me)
+    if not _valid(name, value):
+        return _INVALID
+    f.entries.append((name.lower(), bytes(value)))
+    return None
 
 
 @_func("wasi:http/types#[method]fields.entries")

@@ -167,3 +167,18 @@ def test_memory_limit_applies_to_each_instance() -> None:
     result = small.call(_env("GET", "/"), b"", 5)
     assert result.outcome == "trap", result
     assert "exceeds memory limits" in result.detail
+
+
+def test_header_fields_the_component_sets_are_checked(proxy: Instances) -> None:
+    """fields.from-list/append refuse what is not a field name or value (invalid-syntax, as
+    wasmtime's host does): a CR LF the component copies from the request into a header
+    cannot add lines to the response."""
+    ok = proxy.call(_env("GET", "/reflect?a%09b%FF"), b"", 5)
+    head, _, body = ok.stdout.partition(b"\r\n\r\n")
+    assert b"\r\nx-reflect: a\tb\xff" in head, head
+    assert body == b"refused: HeaderError_InvalidSyntax\n"  # the name "bad name"
+    bad = proxy.call(_env("GET", "/reflect?x%0D%0Aset-cookie:%20a=1"), b"", 5)
+    head, _, body = bad.stdout.partition(b"\r\n\r\n")
+    assert body == b"refused: HeaderError_InvalidSyntax HeaderError_InvalidSyntax\n"
+    assert b"set-cookie" not in head.lower(), head
+    assert b"x-reflect" not in head, head

@@ -447,6 +447,17 @@ def test_served_headers_reach_the_component_as_sent(echo_srv: Server) -> None:
     assert body == b"host: h\n", body
 
 
+def test_a_header_value_with_crlf_cannot_split_the_response(echo_srv: Server) -> None:
+    """The component copies a decoded query into a header: CR LF in it is refused by the
+    host (header-error.invalid-syntax), so the client sees only headers the component set."""
+    s = echo_srv.connect()
+    s.sendall(b"GET /reflect?x%0D%0ASet-Cookie:%20a=1 HTTP/1.1\r\nHost: h\r\n\r\n")
+    head, body = _answer(s)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+    assert b"set-cookie" not in head.lower(), head
+    assert body == b"refused: HeaderError_InvalidSyntax HeaderError_InvalidSyntax\n"
+
+
 def test_served_environment_is_the_containers(echo_srv: Server) -> None:
     s = echo_srv.connect()
     s.sendall(b"GET /env?x=1 HTTP/1.1\r\nHost: h\r\nX-Test: t\r\n\r\n")

@@ -6,10 +6,13 @@
 /env        its environment, one variable per line
 /headers    the request's header entries as it got them, "name: value" per line (the value's
             bytes as they are), and no content-type of its own
+/reflect?v  sets x-reflect to the percent-decoded query and appends a header named "bad name";
+            the body names the header-errors the host answered instead
 anything else: echoes method, path with query, the x-test header and the body
 """
 
 import os
+from urllib.parse import unquote_to_bytes
 
 from componentize_py_types import Err, Ok
 from wit_world import exports
@@ -61,6 +64,25 @@ class IncomingHandler(exports.IncomingHandler):
             ResponseOutparam.set(response_out, Ok(response))
             out = out_body.write()
             out.blocking_write_and_flush(lines)
+            out.__exit__(None, None, None)
+            OutgoingBody.finish(out_body, None)
+            return
+        if path.startswith("/reflect"):
+            refused = []
+            try:
+                fields = Fields.from_list([("x-reflect", unquote_to_bytes(path.partition("?")[2]))])
+            except Err as e:
+                refused.append(type(e.value).__name__)
+                fields = Fields()
+            try:
+                fields.append("bad name", b"1")
+            except Err as e:
+                refused.append(type(e.value).__name__)
+            response = OutgoingResponse(fields)
+            out_body = response.body()
+            ResponseOutparam.set(response_out, Ok(response))
+            out = out_body.write()
+            out.blocking_write_and_flush(("refused: " + " ".join(refused) + "\n").encode())
             out.__exit__(None, None, None)
             OutgoingBody.finish(out_body, None)
             return
