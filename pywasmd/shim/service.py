@@ -280,9 +280,13 @@ class TaskService:
         stdio = Stdio(req.stdin, req.stdout, req.stderr, req.terminal)
         self._adding.add((req.id, req.exec_id))
         try:
-            await container.exec(req.exec_id, bytes(req.spec.value), stdio)
+            process = await container.exec(req.exec_id, bytes(req.spec.value), stdio)
         finally:
             self._adding.discard((req.id, req.exec_id))
+        if self._tasks.get(req.id) is not container or container.init.status is Status.DELETING:
+            # Delete overtook it and will not see it: nothing else would ever end it.
+            await container.delete_exec(process)
+            raise NotFound(f"container {req.id!r} is being deleted")
         added = ev.TaskExecAdded(container_id=req.id, exec_id=req.exec_id)
         self._publish("/tasks/exec-added", added)
         return empty_pb2.Empty()

@@ -606,3 +606,22 @@ def test_the_init_takes_its_execs_and_their_exits_come_first() -> None:
         assert await env.status("e1") == Status.STOPPED
 
     run(body)
+
+
+def test_an_exec_that_a_delete_overtook_is_ended_not_left_behind() -> None:
+    async def body(env: Env) -> None:
+        await env.bring("created")
+        gate = asyncio.Event()
+        env.c.hold["exec"] = gate
+        adding = asyncio.ensure_future(env.svc.exec(_exec_request()))
+        await settle()
+        await env.svc.delete(pb.DeleteRequest(id="c1"))
+        gate.set()
+        with pytest.raises(NotFound, match="being deleted"):
+            await asyncio.wait_for(adding, 5)
+        [exec_pid] = [pid for pid, _, _ in env.c.signals if pid != env.pid]
+        assert (exec_pid, signal.SIGKILL, False) in env.c.signals
+        assert env.c.execs == {}
+        assert "/tasks/exec-added" not in env.publisher.topics
+
+    run(body)
