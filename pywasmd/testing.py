@@ -20,6 +20,9 @@ in-memory containers, for the Task API's own rules (states, events, races)::
     service = TaskService(containers, RecordingPublisher())
 
 Any of a fake container's awaited steps can be held (``hold``) or made to fail (``fail``).
+
+:class:`FakeEngine` is the engine seam (:mod:`pywasmd.engine`) with nothing behind it, for
+what sits on the seam (the compile cache, the worker's loading, HTTP instances).
 """
 
 from __future__ import annotations
@@ -34,11 +37,16 @@ from typing import TYPE_CHECKING
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
+from pywasmd.engine import CallResult
 from pywasmd.errors import InvalidArgument, NotFound
 from pywasmd.shim.process import Process, Stdio
 from pywasmd.shim.reaper import Reaper
+from pywasmd.wasmbin import is_wasm
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from pywasmd.engine import Engine
     from pywasmd.errors import ShimError
     from pywasmd.oci.plan import WasiPlan
     from pywasmd.shim.container import CreateRequest, ExitHandler
@@ -48,6 +56,7 @@ __all__ = [
     "FAKE_PID_BASE",
     "FakeContainer",
     "FakeContainers",
+    "FakeEngine",
     "FakeLauncher",
     "FakeReaper",
     "FakeWorker",
@@ -355,3 +364,62 @@ class FakeContainers(_Steps):
         container = FakeContainer(request, on_exit, self._pids)
         self.made[request.id] = container
         return container
+
+
+class FakeEngine:
+    """An :class:`~pywasmd.engine.Engine` that compiles and runs nothing.
+
+    ``load`` accepts any file that starts with the Wasm magic; ``precompile`` gives bytes that
+    name the module and the engine's ``version``, and ``load_precompiled`` refuses bytes of
+    another version (as a real engine refuses a stale cache entry).  ``run`` returns
+    ``exit_status``; an instance call answers with its stdin.
+    """
+
+    name = "fake"
+
+    def __init__(self, exit_status: int = 0, version: str = "1") -> None:
+        self.exit_status = exit_status
+        self.version = version
+        #: Every plan run, and how many times anything was compiled.
+        self.runs: list[WasiPlan] = []
+        self.compiles = 0
+
+    def load(self, plan: WasiPlan) -> object:
+        with open(plan.module, "rb") as f:
+            if not is_wasm(f.read(8)):
+                raise InvalidArgument(f"{plan.module}: not a WebAssembly binary")
+        return ("loaded", plan.module)
+
+    def run(self, loaded: object, plan: WasiPlan, ready: Callable[[], None] | None = None) -> int:
+        if ready is not None:
+            ready()
+        self.runs.append(plan)
+        return self.exit_status
+
+    def prepare_instances(self, loaded: object, plan: WasiPlan) -> _EchoInstances:
+        return _EchoInstances()
+
+    def precompile(self, plan: WasiPlan) -> bytes:
+        self.load(plan)
+        self.compiles += 1
+        return f"fake {self.version} {plan.module}".encode()
+
+    def load_precompiled(self, data: bytes, plan: WasiPlan) -> object:
+        if data != f"fake {self.version} {plan.module}".encode():
+            raise InvalidArgument(f"{plan.module}: compiled code does not fit this engine")
+        return ("loaded", plan.module)
+
+    def fingerprint(self, plan: WasiPlan) -> str:
+        return f"{self.version} {','.join(plan.features)}"
+
+
+class _EchoInstances:
+    max_parallel = 1
+
+    def call(self, env: Sequence[tuple[str, str]], stdin: bytes, timeout: float) -> CallResult:
+        return CallResult("exit", 0, stdin)
+
+
+if TYPE_CHECKING:
+    # mypy holds the fake to the seam.
+    _ENGINE: Engine = FakeEngine()
