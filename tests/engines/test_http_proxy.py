@@ -2,8 +2,9 @@
 
 The function is integration/guests/http/proxy_echo.py, built by componentize-py
 (integration/http_guests.py; the ``dev`` extra). Each call is a fresh instance whose
-``wasi:http/incoming-handler.handle`` gets the request the CGI environment describes; the
-response comes back as a CGI response, so the server treats both kinds alike.
+``wasi:http/incoming-handler.handle`` gets the method and target the CGI environment describes
+and the header lines as given (or, without them, headers made from the CGI variables); the
+response comes back as a CGI response (``call``, for tests and tools).
 """
 
 from __future__ import annotations
