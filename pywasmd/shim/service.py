@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from google.protobuf import empty_pb2
@@ -30,7 +30,7 @@ from pywasmd.errors import (
     NotFound,
     Unimplemented,
 )
-from pywasmd.shim.container import Container, Containers, CreateRequest, Mount
+from pywasmd.shim.container import Container, Containers, CreateRequest, ExitHandler, Mount
 from pywasmd.shim.process import Process, Stdio
 from pywasmd.shim.state import Op, Status, next_state
 
@@ -115,7 +115,7 @@ class TaskService:
         )
         return pb.CreateTaskResponse(pid=pid)
 
-    def _on_exit(self, container_id: str) -> Callable[[Process, int, bool], None]:
+    def _on_exit(self, container_id: str) -> ExitHandler:
         def exited(process: Process, status: int, oom: bool) -> None:
             process.status = next_state(process.status, Op.EXIT, process.id)
             process.exit_status = status
