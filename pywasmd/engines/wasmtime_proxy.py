@@ -193,6 +193,8 @@ class _Call:
     response: _Response | None = None
     error: str = ""
     timed_out: bool = False
+    #: A host function's exception (the guest trapped on it): what the call's outcome says.
+    raised: Exception | None = None
 
 
 _local = threading.local()
@@ -251,12 +253,11 @@ class ProxyInstances:
                             number = self._host_type(item, name)
                             instance.add_resource(name, wc.ResourceType.host(number), _drop)
                         elif isinstance(item, wc.FuncType):
-                            key = f"{base}#{name}"
-                            if key in _BULK_FUNCS:
-                                _add_bulk(instance, name, item, _BULK_FUNCS[key])
-                                continue
-                            impl = _FUNCS.get(key)
-                            instance.add_func(name, impl or _trap_for(f"{iname}#{name}"))
+                            impl = _FUNCS.get(f"{base}#{name}")
+                            if impl is not None:
+                                _add_host(instance, name, item, impl)
+                            else:
+                                instance.add_func(name, _trap_for(f"{iname}#{name}"))
         self._kinds = {name: number for _, number, name in self._types}
 
     # --- one request ---
@@ -325,7 +326,12 @@ class ProxyInstances:
                 return "trap", f"{self._interface} exports no handle function"
             request = _new("incoming-request", call.request)
             outparam = _new("response-outparam", None)
-            handle(store, request, outparam)
+            try:
+                handle(store, request, outparam)
+            except (wasmtime.Trap, wasmtime.WasmtimeError):
+                if call.raised is not None:  # the guest trapped on a host function's exception
+                    raise call.raised from None
+                raise
             handle.post_return(store)
         except wasmtime.Trap as exc:
             if call.timed_out:
@@ -339,7 +345,7 @@ class ProxyInstances:
                 return "timeout", ""
             return "trap", call.error or _last_line(exc)
         except (_Trap, _Timeout, Gone, BodyError, Overrun) as exc:
-            # A host function's own exception: wasmtime-py re-raises it after the trap.
+            # A host function's own exception (call.raised), as the trap it caused.
             if call.timed_out:
                 return "timeout", ""
             return "trap", str(exc)
@@ -640,27 +646,26 @@ def _blocking_flush(store: Any, me: Any) -> Any:
     return _OK
 
 
-# --- stream bytes in bulk ------------------------------------------------------------------
+# --- values across the boundary ------------------------------------------------------------
 #
-# wasmtime-py 47 lifts and lowers a list<u8> one element at a time in Python (a ctypes struct
-# and several calls per byte: ~1 µs a byte, a second per MiB each way).  The four stream
-# functions that carry the bodies are therefore defined through the engine's C API itself
-# (wasmtime_component_linker_instance_add_func, which wasmtime-py's LinkerInstance.add_func
-# wraps for every other function): their list<u8> is read and built as one block of
-# wasmtime_component_val_t, 32 bytes per byte, with slice copies.  Nothing of wasmtime-py is
-# replaced or patched; every other value still goes through its own conversions.
+# wasmtime-py 47 calls a host function through one generic callback that, on every call,
+# rebuilds the function's type from the engine (a FuncType, then every nested ValType, a
+# variant's cases, a list's element) and converts each value by walking that type; a list<u8>
+# goes one element at a time (a ctypes struct and several calls per byte: ~1 µs a byte).  A
+# componentize-py guest asks for 2.5 KB of random bytes per request, and each host call paid
+# ~40-100 µs of type walking.  So every function of ours is defined through the engine's C API
+# itself (wasmtime_component_linker_instance_add_func, the call LinkerInstance.add_func makes)
+# with a lifter and a lowerer compiled once per function from its type when the linker is
+# built: the same Python values wasmtime-py's conversions give and take (Variant, Record,
+# ResourceAny, bytes for list<u8>, the untagged forms of option, result and variant chosen by
+# the same rule), and list<u8> read and built as one block of wasmtime_component_val_t
+# (32 bytes per byte) with slice copies.  Nothing of wasmtime-py is replaced or patched.
 
 _VAL_SIZE = ctypes.sizeof(_capi.wasmtime_component_val)
 _VAL_OF = _capi.wasmtime_component_val.of.offset
 _KIND_U8 = bytes((_capi.WASMTIME_COMPONENT_U8.value,))
-
-
-def _lift_bytes(val: Any) -> bytes:
-    """A list<u8> argument as bytes; the list is freed, as wasmtime-py does with arguments."""
-    items = val.of.list
-    data = bytes(_val_bytes(items)[_VAL_OF::_VAL_SIZE]) if items.size else b""
-    _capi.wasmtime_component_vallist_delete(ctypes.byref(items))
-    return data
+_Lift = Callable[[Any], Any]
+_Lower = Callable[[Any, Any, Any], None]
 
 
 def _val_bytes(items: Any) -> memoryview:
@@ -670,36 +675,323 @@ def _val_bytes(items: Any) -> memoryview:
     return memoryview(block).cast("B")
 
 
-def _lower_ok_bytes(data: bytes, out: Any) -> None:
-    """``out`` = ok(data) of a result<list<u8>, _>."""
+def _lift_bytes(val: Any) -> bytes:
+    """A list<u8> as bytes; the list is freed, as wasmtime-py does with what it lifts."""
+    items = val.of.list
+    data = bytes(_val_bytes(items)[_VAL_OF::_VAL_SIZE]) if items.size else b""
+    _capi.wasmtime_component_vallist_delete(ctypes.byref(items))
+    return data
+
+
+def _lower_bytes(store: Any, data: Any, out: Any) -> None:
+    if not isinstance(data, bytes):
+        raise TypeError("expected bytes value")
     items = _capi.wasmtime_component_vallist_t()
     _capi.wasmtime_component_vallist_new_uninit(ctypes.byref(items), len(data))
     if data:
         block = _val_bytes(items)
         block[0::_VAL_SIZE] = _KIND_U8 * len(data)
         block[_VAL_OF::_VAL_SIZE] = data
-    payload = _capi.wasmtime_component_val_t()
-    payload.kind = _capi.WASMTIME_COMPONENT_LIST
-    payload.of.list = items
-    out.kind = _capi.WASMTIME_COMPONENT_RESULT
-    out.of.result.is_ok = True
-    out.of.result.val = _capi.wasmtime_component_val_new(ctypes.byref(payload))
+    out.kind = _capi.WASMTIME_COMPONENT_LIST
+    out.of.list = items
+
+
+def _moved(raw: Any) -> None:
+    """Mark a lifted element as moved out, so deleting its container leaves it alone."""
+    raw.kind = _capi.WASMTIME_COMPONENT_BOOL
+    raw.of.boolean = False
+
+
+_SCALARS: dict[type, tuple[str, Any, type]] = {
+    wc.Bool: ("boolean", _capi.WASMTIME_COMPONENT_BOOL, bool),
+    wc.S8: ("s8", _capi.WASMTIME_COMPONENT_S8, int),
+    wc.U8: ("u8", _capi.WASMTIME_COMPONENT_U8, int),
+    wc.S16: ("s16", _capi.WASMTIME_COMPONENT_S16, int),
+    wc.U16: ("u16", _capi.WASMTIME_COMPONENT_U16, int),
+    wc.S32: ("s32", _capi.WASMTIME_COMPONENT_S32, int),
+    wc.U32: ("u32", _capi.WASMTIME_COMPONENT_U32, int),
+    wc.S64: ("s64", _capi.WASMTIME_COMPONENT_S64, int),
+    wc.U64: ("u64", _capi.WASMTIME_COMPONENT_U64, int),
+}
+
+
+def _cases(ty: Any) -> list[tuple[str, Any]]:
+    if isinstance(ty, wc.OptionType):
+        return [("none", None), ("some", ty.payload)]
+    if isinstance(ty, wc.ResultType):
+        return [("ok", ty.ok), ("err", ty.err)]
+    return list(ty.cases)
+
+
+def _classes(ty: Any) -> tuple[type, ...]:
+    found: set[type] = set()
+    if ty is None:
+        found.add(object)
+    else:
+        ty.add_classes(found)
+    return tuple(found)
+
+
+def _tagged(cases: list[tuple[str, Any]]) -> bool:
+    """wasmtime-py's rule: a variant-like value is a ``Variant`` unless its cases' Python
+    classes are disjoint, then it is the payload itself (None for a case without one)."""
+    seen: set[type] = set()
+    for _, ty in cases:
+        case = set(_classes(ty))
+        if case & seen:
+            return True
+        seen |= case
+    return False
+
+
+def _lifter(ty: Any) -> _Lift:
+    if type(ty) in _SCALARS:
+        name = _SCALARS[type(ty)][0]
+        return lambda c: getattr(c.of, name)
+    if isinstance(ty, wc.String):
+
+        def lift_string(c: Any) -> str:
+            text = _capi.to_str(c.of.string)
+            _capi.wasm_byte_vec_delete(ctypes.byref(c.of.string))
+            return text
+
+        return lift_string
+    if isinstance(ty, wc.OwnType | wc.BorrowType):
+        return lambda c: wc.ResourceAny._from_ptr(_capi.take_pointer(c.of, "resource"))
+    if isinstance(ty, wc.ListType):
+        element = ty.element
+        if isinstance(element, wc.U8):
+            return _lift_bytes
+        item = _lifter(element)
+
+        def lift_list(c: Any) -> list[Any]:
+            items = c.of.list
+            try:
+                out = []
+                for i in range(items.size):
+                    raw = items.data[i]
+                    out.append(item(raw))
+                    _moved(raw)
+                return out
+            finally:
+                _capi.wasmtime_component_vallist_delete(ctypes.byref(items))
+
+        return lift_list
+    if isinstance(ty, wc.TupleType):
+        parts = [_lifter(t) for t in ty.elements]
+
+        def lift_tuple(c: Any) -> tuple[Any, ...]:
+            items = c.of.tuple
+            try:
+                out = []
+                for i, part in zip(range(items.size), parts, strict=False):
+                    raw = items.data[i]
+                    out.append(part(raw))
+                    _moved(raw)
+                return tuple(out)
+            finally:
+                _capi.wasmtime_component_valtuple_delete(ctypes.byref(items))
+
+        return lift_tuple
+    if isinstance(ty, wc.VariantType | wc.OptionType | wc.ResultType):
+        return _variant_lifter(ty)
+    if isinstance(ty, wc.EnumType):
+
+        def lift_enum(c: Any) -> str:
+            text = _capi.to_str(c.of.enumeration)
+            _capi.wasm_byte_vec_delete(ctypes.byref(c.of.enumeration))
+            return text
+
+        return lift_enum
+    return ty.convert_from_c  # type: ignore[no-any-return]
+
+
+def _variant_lifter(ty: Any) -> _Lift:
+    cases = _cases(ty)
+    tagged = _tagged(cases)
+    payloads = {name: (None if t is None else _lifter(t)) for name, t in cases}
+
+    def case(tag: str, ptr: Any) -> Any:
+        if tag not in payloads:
+            raise ValueError(f"tag {tag} not found in variant cases")
+        lift = payloads[tag]
+        if lift is None:
+            return wc.Variant(tag) if tagged else None
+        payload = lift(ptr.contents)
+        _moved(ptr.contents)
+        _capi.wasmtime_component_val_delete(ptr)
+        return wc.Variant(tag, payload) if tagged else payload
+
+    if isinstance(ty, wc.OptionType):
+        return lambda c: case("some" if c.of.option else "none", c.of.option)
+    if isinstance(ty, wc.ResultType):
+        return lambda c: case("ok" if c.of.result.is_ok else "err", c.of.result.val)
+
+    def lift_variant(c: Any) -> Any:
+        tag = _capi.to_str(c.of.variant.discriminant)
+        _capi.wasm_byte_vec_delete(ctypes.byref(c.of.variant.discriminant))
+        return case(tag, c.of.variant.val)
+
+    return lift_variant
+
+
+def _lowerer(ty: Any) -> _Lower:
+    if type(ty) in _SCALARS:
+        name, kind, cls = _SCALARS[type(ty)]
+
+        def lower_scalar(store: Any, val: Any, out: Any) -> None:
+            if not isinstance(val, cls):
+                raise TypeError(f"expected {cls.__name__} for {type(ty).__name__} type")
+            out.kind = kind
+            setattr(out.of, name, val)
+
+        return lower_scalar
+    if isinstance(ty, wc.String):
+
+        def lower_string(store: Any, val: Any, out: Any) -> None:
+            out.kind = _capi.WASMTIME_COMPONENT_STRING
+            out.of.string = _capi.str_to_capi(val)
+
+        return lower_string
+    if isinstance(ty, wc.OwnType):
+
+        def lower_own(store: Any, val: Any, out: Any) -> None:
+            if isinstance(val, wc.ResourceHost):
+                val = val.to_any(store)
+            elif not isinstance(val, wc.ResourceAny):
+                raise TypeError("expected ResourceAny or ResourceHost for Own type")
+            out.kind = _capi.WASMTIME_COMPONENT_RESOURCE
+            out.of.resource = val._consume()
+
+        return lower_own
+    if isinstance(ty, wc.ListType):
+        element = ty.element
+        if isinstance(element, wc.U8):
+            return _lower_bytes
+        item = _lowerer(element)
+
+        def lower_list(store: Any, val: Any, out: Any) -> None:
+            if not isinstance(val, list):
+                raise TypeError("expected list value")
+            items = _capi.wasmtime_component_vallist_t()
+            _capi.wasmtime_component_vallist_new_uninit(items, len(val))
+            _fill(store, items, [item] * len(val), val)
+            out.kind = _capi.WASMTIME_COMPONENT_LIST
+            out.of.list = items
+
+        return lower_list
+    if isinstance(ty, wc.TupleType):
+        parts = [_lowerer(t) for t in ty.elements]
+
+        def lower_tuple(store: Any, val: Any, out: Any) -> None:
+            if not isinstance(val, tuple):
+                raise TypeError("expected tuple type")
+            if len(val) != len(parts):
+                raise TypeError("tuple length mismatch")
+            items = _capi.wasmtime_component_valtuple_t()
+            _capi.wasmtime_component_valtuple_new_uninit(items, len(parts))
+            _fill(store, items, parts, val)
+            out.kind = _capi.WASMTIME_COMPONENT_TUPLE
+            out.of.tuple = items
+
+        return lower_tuple
+    if isinstance(ty, wc.VariantType | wc.OptionType | wc.ResultType):
+        return _variant_lowerer(ty)
+    if isinstance(ty, wc.EnumType):
+
+        def lower_enum(store: Any, val: Any, out: Any) -> None:
+            if not isinstance(val, str):
+                raise TypeError("expected str type")
+            out.kind = _capi.WASMTIME_COMPONENT_ENUM
+            out.of.enumeration = _capi.str_to_capi(val)
+
+        return lower_enum
+    return lambda store, val, out: ty.convert_to_c(store, val, ctypes.pointer(out))
+
+
+def _fill(store: Any, items: Any, parts: Sequence[_Lower], values: Sequence[Any]) -> None:
+    """Lower ``values`` into a new list or tuple; on a failure it is freed (the rest of it
+    made harmless first, as wasmtime-py does)."""
+    done = 0
+    try:
+        for part, value in zip(parts, values, strict=True):
+            part(store, value, items.data[done])
+            done += 1
+    except BaseException:
+        for j in range(done, len(values)):
+            _moved(items.data[j])
+        if isinstance(items, _capi.wasmtime_component_vallist_t):
+            _capi.wasmtime_component_vallist_delete(ctypes.byref(items))
+        else:
+            _capi.wasmtime_component_valtuple_delete(ctypes.byref(items))
+        raise
+
+
+def _variant_lowerer(ty: Any) -> _Lower:
+    cases = _cases(ty)
+    tagged = _tagged(cases)
+    compiled = [(name, _classes(t), None if t is None else _lowerer(t)) for name, t in cases]
+
+    def pick(store: Any, val: Any) -> tuple[str, Any]:
+        if tagged and not isinstance(val, wc.Variant):
+            raise TypeError("expected Variant type")
+        for name, classes, lower in compiled:
+            if tagged:
+                if name != val.tag:
+                    continue
+            elif lower is None:
+                if val is not None:
+                    continue
+            elif not isinstance(val, classes):
+                continue
+            if lower is None:
+                return name, None
+            raw = _capi.wasmtime_component_val_t()
+            lower(store, val.payload if tagged else val, raw)
+            return name, _capi.wasmtime_component_val_new(ctypes.byref(raw))
+        raise ValueError("value not valid for this variant")
+
+    if isinstance(ty, wc.OptionType):
+
+        def lower_option(store: Any, val: Any, out: Any) -> None:
+            _, raw = pick(store, val)
+            out.kind = _capi.WASMTIME_COMPONENT_OPTION
+            out.of.option = raw
+
+        return lower_option
+    if isinstance(ty, wc.ResultType):
+
+        def lower_result(store: Any, val: Any, out: Any) -> None:
+            name, raw = pick(store, val)
+            out.kind = _capi.WASMTIME_COMPONENT_RESULT
+            out.of.result.is_ok = name == "ok"
+            out.of.result.val = raw
+
+        return lower_result
+
+    def lower_variant(store: Any, val: Any, out: Any) -> None:
+        name, raw = pick(store, val)
+        out.kind = _capi.WASMTIME_COMPONENT_VARIANT
+        out.of.variant.discriminant = _capi.str_to_capi(name)
+        out.of.variant.val = raw
+
+    return lower_variant
 
 
 @dataclass
-class _Bulk:
-    fn: Callable[[Any, Any, Any], Any]
-    params: list[Any]
-    result: Any
+class _Host:
+    fn: Callable[..., Any]
+    lifts: list[_Lift]
+    lower: _Lower | None
+    #: Keeps the types the codecs were compiled from alive.
     ty: wc.FuncType
 
 
-_BULK: list[_Bulk] = []
-_BULK_FUNCS: dict[str, Callable[..., Any]] = {}
+_HOSTS: list[_Host] = []
 
 
 @_capi.wasmtime_component_func_callback_t  # type: ignore[untyped-decorator]
-def _bulk_entry(
+def _host_entry(
     index: int | None,
     context: Any,
     ty: Any,
@@ -710,18 +1002,21 @@ def _bulk_entry(
 ) -> int:
     store = wasmtime.StoreContext(context)
     try:
-        bulk = _BULK[(index or 0) - 1]
-        handle = bulk.params[0].convert_from_c(args[0])
-        value = bulk.fn(store, handle, args[1])
-        if isinstance(value, bytes):
-            _lower_ok_bytes(value, results.contents)
-        else:
-            bulk.result.convert_to_c(store, value, results)
-    except Exception as exc:  # noqa: BLE001 - the guest traps; the reason goes with it
-        text = str(exc) or type(exc).__name__
+        host = _HOSTS[(index or 0) - 1]
+        values = [lift(args[i]) for i, lift in enumerate(host.lifts)]
+        value = host.fn(store, *values)
+        if host.lower is not None:
+            host.lower(store, value, results.contents)
+        elif value is not None:
+            raise TypeError(f"{host.fn.__name__} returned a value for a function without one")
+    except wasmtime.WasmtimeError as exc:
+        # As wasmtime-py: the engine's own error goes back as the guest's trap.
+        return int(ctypes.cast(exc._consume(), ctypes.c_void_p).value or 0)
+    except Exception as exc:  # noqa: BLE001 - the guest traps; _run looks at the exception
         call = getattr(_local, "call", None)
-        if call is not None and not call.error:
-            call.error = text
+        if call is not None:
+            call.raised = exc
+        text = str(exc) or type(exc).__name__
         error = _capi.wasmtime_error_new(text.encode("utf-8", "replace"))
         return int(ctypes.cast(error, ctypes.c_void_p).value or 0)
     finally:
@@ -734,53 +1029,46 @@ def _no_finalizer(index: int | None) -> None:
 
 
 # The entries live as long as the process (one linker per server process).
-_bulk_finalize = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_no_finalizer)
+_host_finalize = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_no_finalizer)
 
 
-def _add_bulk(
+def _add_host(
     instance: wc.LinkerInstance, name: str, ty: wc.FuncType, fn: Callable[..., Any]
 ) -> None:
-    _BULK.append(_Bulk(fn, [t for _, t in ty.params], ty.result, ty))
+    result = ty.result
+    lower = None if result is None else _lowerer(result)
+    _HOSTS.append(_Host(fn, [_lifter(t) for _, t in ty.params], lower, ty))
     raw = name.encode()
     error = _capi.wasmtime_component_linker_instance_add_func(
         instance.ptr(),
         ctypes.create_string_buffer(raw),
         len(raw),
-        _bulk_entry,
-        len(_BULK),
-        _bulk_finalize,
+        _host_entry,
+        len(_HOSTS),
+        _host_finalize,
     )
     if error:
         raise wasmtime.WasmtimeError._from_ptr(error)
 
 
-def _bulk(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        for name in names:
-            _BULK_FUNCS[name] = fn
-        return fn
-
-    return register
+@_func("wasi:io/streams#[method]input-stream.read")
+def _stream_read(store: Any, me: Any, size: int) -> Any:
+    return _read_from(_get(store, me), size, False)
 
 
-@_bulk("wasi:io/streams#[method]input-stream.read")
-def _bulk_read(store: Any, me: Any, size: Any) -> Any:
-    return _read_from(_get(store, me), int(size.of.u64), False)
+@_func("wasi:io/streams#[method]input-stream.blocking-read")
+def _stream_blocking_read(store: Any, me: Any, size: int) -> Any:
+    return _read_from(_get(store, me), size, True)
 
 
-@_bulk("wasi:io/streams#[method]input-stream.blocking-read")
-def _bulk_blocking_read(store: Any, me: Any, size: Any) -> Any:
-    return _read_from(_get(store, me), int(size.of.u64), True)
+@_func("wasi:io/streams#[method]output-stream.write")
+def _stream_write(store: Any, me: Any, data: bytes) -> Any:
+    return _put(_get(store, me).sink, data)
 
 
-@_bulk("wasi:io/streams#[method]output-stream.write")
-def _bulk_write(store: Any, me: Any, data: Any) -> Any:
-    return _put(_get(store, me).sink, _lift_bytes(data))
-
-
-@_bulk("wasi:io/streams#[method]output-stream.blocking-write-and-flush")
-def _bulk_blocking_write(store: Any, me: Any, data: Any) -> Any:
-    return _blocking_put(_get(store, me).sink, _lift_bytes(data))
+@_func("wasi:io/streams#[method]output-stream.blocking-write-and-flush")
+def _stream_blocking_write(store: Any, me: Any, data: bytes) -> Any:
+    return _blocking_put(_get(store, me).sink, data)
 
 
 # wasi:cli, clocks, random, filesystem (no preopens)
