@@ -11,12 +11,16 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
+import time
 
 from pywasmd.oci.spec import Resources
 from pywasmd.paths import CGROUP_ROOT as ROOT
 from pywasmd.paths import CGROUP_V1_CONTROLLERS
 
 log = logging.getLogger("pywasmd.cgroups")
+#: How long removing a cgroup waits for processes that are dying in it.
+_BUSY_WAIT = 0.25
 
 
 def is_v2(root: str = ROOT) -> bool:
@@ -161,8 +165,27 @@ class Cgroup:
             _write(f"{d}/pids.max", str(res.pids_limit))
 
     def add(self, pid: int) -> None:
+        """Make ``pid`` a member; a directory it is in already is left alone: every write to
+        ``cgroup.procs``, even one that moves nothing, can wait for an RCU grace period."""
+        inside = self._holding(pid)
         for d in self.dirs():
-            _write(os.path.join(d, "cgroup.procs"), str(pid))
+            if d not in inside:
+                _write(os.path.join(d, "cgroup.procs"), str(pid))
+
+    def _holding(self, pid: int) -> set[str]:
+        """The directories of this cgroup that hold ``pid`` now (``/proc/<pid>/cgroup``)."""
+        rel = self.path.lstrip("/")
+        found: set[str] = set()
+        for line in _read(f"/proc/{pid}/cgroup").splitlines():
+            _, controllers, path = line.split(":", 2)
+            if path.lstrip("/") != rel:
+                continue
+            if self.v2:
+                if not controllers:
+                    found.add(os.path.join(self.root, rel))
+            else:
+                found.update(os.path.join(self.root, c, rel) for c in controllers.split(","))
+        return found
 
     def freeze(self, frozen: bool) -> bool:
         """Freeze or thaw every process of the cgroup; False when there is no freezer."""
@@ -191,9 +214,48 @@ class Cgroup:
     def destroy(self) -> None:
         if self.shared:
             return
+        # A container's pid 1 joins at Create: when Create fails it has just been sent
+        # SIGKILL and may still be leaving the cgroup.
+        deadline = time.monotonic() + _BUSY_WAIT
         for d in self.dirs():
-            try:
-                os.rmdir(d)
-            except OSError as exc:
-                if exc.errno != errno.ENOENT:
-                    log.warning("cannot remove cgroup %s: %s", d, exc)
+            while True:
+                try:
+                    os.rmdir(d)
+                except OSError as exc:
+                    if exc.errno == errno.EBUSY and time.monotonic() < deadline:
+                        time.sleep(0.002)
+                        continue
+                    if exc.errno != errno.ENOENT:
+                        log.warning("cannot remove cgroup %s: %s", d, exc)
+                break
+
+
+def prime_migration() -> None:
+    """Begin, in a thread of its own, the RCU grace period that the kernel's first cgroup
+    migration in a while waits for (it takes ``cgroup_threadgroup_rwsem`` for writing: ~8-16
+    ms here), so that a move the caller makes a few ms later waits only for what is left.
+
+    The thread writes the caller's pid into its own cgroup: nothing moves, but the write
+    takes the lock all the same.  Best effort: a failure only means no head start.
+    """
+    target = ""
+    for line in _read("/proc/self/cgroup").splitlines():
+        _, controllers, path = line.split(":", 2)
+        rel = path.lstrip("/")
+        if not controllers and is_v2():
+            target = os.path.join(ROOT, rel, "cgroup.procs")
+            break
+        if "memory" in controllers.split(","):
+            target = os.path.join(ROOT, "memory", rel, "cgroup.procs")
+            break
+    if not target:
+        return
+    pid = str(os.getpid())
+
+    def write() -> None:
+        try:
+            _write(target, pid)
+        except OSError:
+            pass
+
+    threading.Thread(target=write, name="pywasm-cgroup-prime", daemon=True).start()

@@ -27,6 +27,7 @@ import time
 from typing import TYPE_CHECKING
 
 from pywasmd.shim import sandbox
+from pywasmd.shim.cgroups import Cgroup, prime_migration
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -200,6 +201,14 @@ def main(log_fd: int | None = None) -> None:
         os._exit(0)
     try:
         plan = WasiPlan.from_json(json.loads(line))
+        if (
+            plan.sandbox is not None
+            and plan.sandbox.pid_namespace is not None
+            and plan.sandbox.cgroup_path
+        ):
+            # This process hands over to the container's pid 1 and moves it into the cgroup
+            # (_become_pid_one): start the grace period that move waits for while it loads.
+            prime_migration()
         engine = get_engine(plan.engine)
         loaded = _load(engine, plan)
         payload = _test_payload(plan)
@@ -207,7 +216,7 @@ def main(log_fd: int | None = None) -> None:
         # Everything is loaded: from here on the worker lives in the container.
         if plan.sandbox is not None:
             if plan.sandbox.pid_namespace is not None:
-                _become_pid_one(plan.sandbox.pid_namespace)
+                _become_pid_one(plan.sandbox.pid_namespace, plan.sandbox.cgroup_path)
             # An HTTP function stops gracefully at SIGTERM: its server takes the signal itself.
             sandbox.enter(plan.sandbox, graceful_stop=http is not None)
             if plan.sandbox.has("mount"):
@@ -271,14 +280,17 @@ def main(log_fd: int | None = None) -> None:
     os._exit(status & 0xFF)
 
 
-def _become_pid_one(pid_namespace: str) -> None:
+def _become_pid_one(pid_namespace: str, cgroup_path: str) -> None:
     """Hand over to a copy of this process in the container's pid namespace, then go."""
     # The copy says nothing on the control socket before the shim has read its pid: it waits
-    # for the end of this pipe, which the first process holds until it exits.
+    # for the end of this pipe, which the first process closes once it has written the pid.
     handed, handing = os.pipe()
     child = sandbox.start_in_pid_namespace(pid_namespace)
     if child:
         os.write(CONTROL_FD, f"pid {child}\n".encode())
+        os.close(handing)
+        if cgroup_path:
+            _join_cgroup(child, cgroup_path)
         os._exit(0)
     os.close(handing)
     os.read(handed, 1)
@@ -286,6 +298,20 @@ def _become_pid_one(pid_namespace: str) -> None:
     # The copy's own session (kill --all signals it), and death with the shim, its parent now.
     os.setsid()
     _reset_signals()
+
+
+def _join_cgroup(pid: int, cgroup_path: str) -> None:
+    """Put the copy in the container's cgroup while it builds the sandbox and Create and Start
+    travel, not at Start: the kernel's first cgroup migration in a while waits for an RCU
+    grace period (~10 ms). Start makes sure it happened (cgroups.Cgroup.add skips a member).
+    The compile is over by now and ran in a process that never joins."""
+    try:
+        Cgroup(cgroup_path).add(pid)
+    except OSError as exc:
+        # The shim tries again at Start and says so there.
+        logging.getLogger("pywasmd.shim").debug(
+            "pid %d joins cgroup %s at Start: %s", pid, cgroup_path, exc
+        )
 
 
 def _check_fd_room(grants: int) -> None:
