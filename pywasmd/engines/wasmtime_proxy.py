@@ -230,6 +230,8 @@ class ProxyInstances:
         self._interface = next(
             n for n in component.type.exports(engine) if n.startswith(HANDLER_INTERFACE)
         )
+        #: The next request's store and instance, made once the previous one was answered.
+        self._spare: tuple[wasmtime.Store, wc.Func | None] | None = None
 
     # --- linking ---
 
@@ -296,19 +298,24 @@ class ProxyInstances:
         with _CALL_LOCK:
             _local.call = call
             _local.kinds = self._kinds
-            store = wasmtime.Store(self._engine)
+            spare, self._spare = self._spare, None
             try:
-                if self._memory_limit is not None:
-                    store.set_limits(memory_size=self._memory_limit)
-                store.set_epoch_deadline(max(1, math.ceil(timeout / EPOCH_TICK)))
-                outcome, detail = self._run(store, call)
+                outcome, detail = self._run(call, timeout, spare)
             finally:
                 _local.call = None
-                store.close()
         response = call.response
         if outcome == "exit" and response is not None and not response.body_taken:
             # A response whose body was never asked for has an empty one.
             exchange.finish()
+        if outcome == "exit" and response is not None and exchange.finished:
+            # The client has its answer: the next request's instance is made now, not
+            # while that request waits (instantiating is a third of an instance's time).
+            with _CALL_LOCK:
+                if self._spare is None:
+                    try:
+                        self._spare = self._prepare(timeout)
+                    except (wasmtime.Trap, wasmtime.WasmtimeError):
+                        pass  # the next request instantiates and answers with the reason
         if outcome != "exit":
             return CallResult(outcome, 0, b"", detail)
         if response is None:
@@ -316,14 +323,33 @@ class ProxyInstances:
             return CallResult("trap", 0, b"", why)
         return CallResult("exit", 0, b"")
 
-    def _run(self, store: wasmtime.Store, call: _Call) -> tuple[str, str]:
+    def _prepare(self, timeout: float) -> tuple[wasmtime.Store, wc.Func | None]:
+        """A new store with a new instance of the component, and its ``handle``.  Used by
+        one request only (a fresh instance per request), then closed."""
+        store = wasmtime.Store(self._engine)
         try:
+            if self._memory_limit is not None:
+                store.set_limits(memory_size=self._memory_limit)
+            # Instantiating runs the component's start code: bounded as a request is.
+            store.set_epoch_deadline(_ticks(timeout))
             instance = self._linker.instantiate(store, self._component)
             iface = instance.get_export_index(store, self._interface)
             index = instance.get_export_index(store, "handle", iface) if iface else None
             handle = instance.get_func(store, index) if index is not None else None
+        except BaseException:
+            store.close()
+            raise
+        return store, handle
+
+    def _run(
+        self, call: _Call, timeout: float, spare: tuple[wasmtime.Store, wc.Func | None] | None
+    ) -> tuple[str, str]:
+        store: wasmtime.Store | None = None
+        try:
+            store, handle = spare if spare is not None else self._prepare(timeout)
             if handle is None:
                 return "trap", f"{self._interface} exports no handle function"
+            store.set_epoch_deadline(_ticks(timeout))
             request = _new("incoming-request", call.request)
             outparam = _new("response-outparam", None)
             try:
@@ -349,7 +375,14 @@ class ProxyInstances:
             if call.timed_out:
                 return "timeout", ""
             return "trap", str(exc)
+        finally:
+            if store is not None:
+                store.close()
         return "exit", ""
+
+
+def _ticks(timeout: float) -> int:
+    return max(1, math.ceil(timeout / EPOCH_TICK))
 
 
 def _last_line(exc: BaseException) -> str:

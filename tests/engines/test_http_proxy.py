@@ -309,3 +309,22 @@ def test_a_value_that_does_not_fit_its_type_is_refused(proxy: Instances) -> None
     size = wasmtime_proxy._lowerer(read.params[1][1])
     with pytest.raises(TypeError, match="expected int"):
         size(store, "7", raw)
+
+
+def test_the_next_instance_is_made_once_a_request_is_answered(proxy: Instances) -> None:
+    """After a response is complete the next request's store and instance are made (they are
+    a third of a request's time), used by that request only and closed after it; a request
+    that failed leaves none (the next one instantiates and reports why)."""
+    assert isinstance(proxy, ProxyInstances)
+    assert proxy.call(_env("GET", "/one"), b"", 5).stdout.startswith(b"Status: 200 ")
+    spare = proxy._spare
+    assert spare is not None
+    store = spare[0]
+    assert proxy.call(_env("GET", "/two"), b"", 5).stdout.startswith(b"Status: 200 ")
+    assert proxy._spare is not None
+    assert proxy._spare[0] is not store  # a new one: no instance serves two requests
+    with pytest.raises(ValueError, match="already closed"):
+        store.set_epoch_deadline(1)  # the used store is gone with its instance
+    assert proxy.call(_env("GET", "/trap"), b"", 5).outcome == "trap"
+    assert proxy._spare is None
+    assert proxy.call(_env("GET", "/three"), b"", 5).stdout.startswith(b"Status: 200 ")
