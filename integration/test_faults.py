@@ -141,16 +141,22 @@ def test_containerd_restart_while_creating(containerd: Containerd) -> None:
 
 def test_events_queued_while_containerd_is_down(containerd: Containerd) -> None:
     """Two containers of one shim exit while containerd is down: their /tasks/exit events are
-    queued and reach containerd, in order, once it is back (issue 8, fault 7, real socket)."""
+    queued and reach containerd, in order, once it is back (issue 8, fault 7, real socket).
+
+    A third container of the group keeps running, so the shim stays up across the restart:
+    containerd 2.x deletes stopped tasks it finds at boot ("cleaning leaked shim process"),
+    and a shim left with no container drains its queue at once, while containerd is still
+    booting and before any `ctr events` can subscribe (the events then reach containerd, but
+    no subscriber could see them)."""
     group = new_id("g")
-    first, second = new_id("ev-first"), new_id("ev-second")
+    first, second, keeper = new_id("ev-first"), new_id("ev-second"), new_id("ev-keep")
     try:
-        detached(containerd, images.ref("sleep"), first, group=group)
-        detached(containerd, images.ref("sleep"), second, group=group)
-        for cid in (first, second):
+        for cid in (first, second, keeper):
+            detached(containerd, images.ref("sleep"), cid, group=group)
+        for cid in (first, second, keeper):
             assert wait_status(containerd, cid, "RUNNING") == "RUNNING", cid
-        workers = [task_pid(containerd, first), task_pid(containerd, second)]
-        assert server_of(workers[0]) == server_of(workers[1]), "the group shares no shim"
+        workers = [task_pid(containerd, cid) for cid in (first, second, keeper)]
+        assert len({server_of(w) for w in workers}) == 1, "the group shares no shim"
 
         def while_down() -> None:
             # The shim's publisher retries with back-off (0.25 s doubling): after 8 s down its
@@ -180,6 +186,7 @@ def test_events_queued_while_containerd_is_down(containerd: Containerd) -> None:
         statuses = {e.get("container_id"): e.get("exit_status") for t, e in log.events()}
         assert statuses.get(first) == 137, got
         assert statuses.get(second) == 137, got
+        assert wait_status(containerd, keeper, "RUNNING") == "RUNNING", "the third stopped"
         for cid in (first, second):
             # containerd 2.x may already have deleted the task: on restart it finds the
             # stopped containers' Pids empty and runs its "leaked shim" cleanup (Delete).
@@ -190,7 +197,7 @@ def test_events_queued_while_containerd_is_down(containerd: Containerd) -> None:
                 assert exit_code_from_rm(rm.stderr) == 137, explain(rm)
             containerd.ctr("containers", "rm", cid, timeout=20)
     finally:
-        _cleanup(containerd, first, second)
+        _cleanup(containerd, first, second, keeper)
 
 
 def _shim_lines(log: str) -> str:
