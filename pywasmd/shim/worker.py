@@ -27,7 +27,7 @@ import time
 from typing import TYPE_CHECKING
 
 from pywasmd.shim import sandbox
-from pywasmd.shim.cgroups import Cgroup, prime_migration
+from pywasmd.shim.cgroups import Cgroup
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -201,14 +201,6 @@ def main(log_fd: int | None = None) -> None:
         os._exit(0)
     try:
         plan = WasiPlan.from_json(json.loads(line))
-        if (
-            plan.sandbox is not None
-            and plan.sandbox.pid_namespace is not None
-            and plan.sandbox.cgroup_path
-        ):
-            # This process hands over to the container's pid 1 and moves it into the cgroup
-            # (_become_pid_one): start the grace period that move waits for while it loads.
-            prime_migration()
         engine = get_engine(plan.engine)
         loaded = _load(engine, plan)
         payload = _test_payload(plan)
