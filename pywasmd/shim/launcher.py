@@ -127,8 +127,10 @@ class ForkLauncher:
     """Workers forked from the shim server, which already imported the engine.
 
     A fork costs about a millisecond where a fresh interpreter costs ~100 ms.  The
-    server has no threads at fork time (asyncio only), and the child never returns
-    to the server's event loop: it runs :func:`pywasmd.shim.worker.main` and exits.
+    server runs asyncio in one thread (plus, for a few ms per Create, the thread of
+    :func:`pywasmd.shim.cgroups.prime_migration`, blocked in one write; the child never
+    has it), and the child never returns to the server's event loop: it runs
+    :func:`pywasmd.shim.worker.main` and exits.
     """
 
     def spawn(self, stdio: ChildStdio, engine: str = "wasmtime") -> Worker:

@@ -28,7 +28,7 @@ from pywasmd.oci.runtime_options import runtime_options
 from pywasmd.oci.sandbox import for_exec
 from pywasmd.oci.spec import RuntimeSpec, check_wasm_resources, parse_resources
 from pywasmd.shim import hostsetup
-from pywasmd.shim.cgroups import Cgroup
+from pywasmd.shim.cgroups import Cgroup, prime_migration
 from pywasmd.shim.console import TerminalIO
 from pywasmd.shim.container import (
     ContainerBase,
@@ -278,6 +278,9 @@ class WasmContainers:
                 plan = dataclasses.replace(
                     plan, sandbox=dataclasses.replace(plan.sandbox, cgroup_path=cgroup.path)
                 )
+                if plan.sandbox and plan.sandbox.pid_namespace is not None:
+                    # The worker moves its pid 1 into the cgroup ~10 ms from now.
+                    prime_migration()
             worker = await self._workers.ready(io, plan, request.bundle)
         except BaseException:
             if worker is not None:
