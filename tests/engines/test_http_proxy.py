@@ -24,7 +24,7 @@ from wasmtime import _ffi as wasmtime_capi
 from wasmtime import component as wc
 
 from pywasmd.engine import Instances, get_engine
-from pywasmd.engines import wasmtime_proxy
+from pywasmd.engines import wasmtime_host_funcs
 from pywasmd.engines.wasmtime_proxy import ProxyInstances
 from pywasmd.oci.http import HttpPlan
 from pywasmd.oci.plan import WasiPlan
@@ -223,9 +223,9 @@ def _samples(ty: Any, depth: int = 0) -> list[Any]:
             setattr(record, name, _samples(t, depth + 1)[-1])
         return [record]
     if isinstance(ty, wc.VariantType | wc.OptionType | wc.ResultType):
-        cases = wasmtime_proxy._cases(ty)
+        cases = wasmtime_host_funcs._cases(ty)
         tagged = ty._tagged()
-        assert wasmtime_proxy._tagged(cases) == tagged
+        assert wasmtime_host_funcs._tagged(cases) == tagged
         out: list[Any] = []
         for name, t in cases:
             payloads = [None] if t is None else _samples(t, depth + 1)
@@ -270,7 +270,7 @@ def test_values_cross_as_wasmtime_py_converts_them(proxy: Instances) -> None:
     for fname, fty in _function_types(proxy):
         types = [t for _, t in fty.params] + ([fty.result] if fty.result is not None else [])
         for ty in types:
-            lift, lower = wasmtime_proxy._lifter(ty), wasmtime_proxy._lowerer(ty)
+            lift, lower = wasmtime_host_funcs._lifter(ty), wasmtime_host_funcs._lowerer(ty)
             for value in _samples(ty):
                 want = _plain(store, value)
                 raw = wasmtime_capi.wasmtime_component_val_t()
@@ -302,11 +302,11 @@ def test_a_value_that_does_not_fit_its_type_is_refused(proxy: Instances) -> None
         if name.startswith("wasi:io/streams@") and name.endswith("#[method]input-stream.read")
     )
     assert read.result is not None
-    lower = wasmtime_proxy._lowerer(read.result)
+    lower = wasmtime_host_funcs._lowerer(read.result)
     raw = wasmtime_capi.wasmtime_component_val_t()
     with pytest.raises(ValueError, match="not valid for this variant"):
         lower(store, "text, not bytes", raw)
-    size = wasmtime_proxy._lowerer(read.params[1][1])
+    size = wasmtime_host_funcs._lowerer(read.params[1][1])
     with pytest.raises(TypeError, match="expected int"):
         size(store, "7", raw)
 
