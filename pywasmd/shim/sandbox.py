@@ -7,8 +7,8 @@ Two steps, both in the worker process:
   build the root (mounts, devices, ``pivot_root``, sysctl, read-only and masked
   paths, a read-only root) and set rlimits.  Docker wires the network namespace
   of the task pid right after Create, so it must exist by then.
-- :func:`finish` at Start, right before the guest: a cgroup namespace (the shim
-  has just placed the process in its cgroup), user and groups, capabilities,
+- :func:`finish` at Start, right before the guest: a cgroup namespace (the process
+  is in its cgroup by then: moved during Create, checked at Start), user and groups, capabilities,
   no_new_privs and seccomp.
 
 A process cannot move itself into a pid namespace, only its children: the worker
@@ -248,7 +248,7 @@ def _join_and_unshare(sb: Sandbox) -> None:
             os.close(fd)
     flags = 0
     for ns in sb.namespaces:
-        # pid: the launcher's; cgroup: at Start, once the shim has put us in the cgroup.
+        # pid: the launcher's; cgroup: at Start, once we are surely in the container's cgroup.
         if not ns.path and ns.type in _NS_FILES and ns.type != "cgroup":
             flags |= CLONE_FLAGS[ns.type]
     if flags:
