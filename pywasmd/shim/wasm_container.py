@@ -282,13 +282,18 @@ class WasmContainers:
                     # The worker moves its pid 1 into the cgroup ~10 ms from now.
                     prime_migration()
             worker = await self._workers.ready(io, plan, request.bundle)
-        except BaseException:
+        except BaseException as exc:
+            # pid 1 joins the cgroup during Create: a memory limit below what it needs kills
+            # it there, and the user must learn that it was the limit (runc says the same).
+            oom = isinstance(exc, Internal) and cgroup is not None and cgroup.oom_killed()
             if worker is not None:
                 self._workers.discard(worker)
             if cgroup is not None:
                 cgroup.destroy()
             io.close()
             hostsetup.release(request.bundle)
+            if oom:
+                raise _too_little_memory(spec) from None
             raise
         log.info("created %s: wasm module %s, worker pid %d", request.id, module, worker.pid)
         init = Process(request.id, io, worker.pid)
@@ -343,6 +348,15 @@ def _check_cwd(plan: WasiPlan) -> None:
     where = host_path(plan, plan.cwd)
     if where is None or not os.path.isdir(where):
         raise missing_cwd(plan.cwd)
+
+
+def _too_little_memory(spec: RuntimeSpec) -> InvalidArgument:
+    limit = spec.resources.memory_limit
+    return InvalidArgument(
+        f"linux.resources.memory.limit ({limit} bytes) is too low: the out-of-memory killer "
+        "ended the container's first process while it was being created; raise the limit "
+        "(docker run --memory, ctr run --memory-limit)"
+    )
 
 
 def _make_cgroup(bundle: str, spec: RuntimeSpec) -> Cgroup | None:
