@@ -122,3 +122,34 @@ def start(plan: WasiPlan, tmp: Path, stdin: bytes = b"") -> Running:
 
 def run(plan: WasiPlan, tmp: Path, stdin: bytes = b"") -> Outcome:
     return start(plan, tmp, stdin).wait()
+
+
+def http_guest(name: str) -> Path:
+    """A componentize-py function of integration/guests/http/ (integration/http_guests.py),
+    with its compiled form kept beside it: compiling the CPython inside takes 10-40 s."""
+    import importlib.util
+    import sys
+
+    from pywasmd.engine import get_engine
+    from pywasmd.oci.http import HttpPlan
+
+    repo = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location(
+        "_http_guests", repo / "integration" / "http_guests.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    if str(repo) not in sys.path:  # it imports integration.net_guests
+        sys.path.insert(0, str(repo))
+    spec.loader.exec_module(module)
+    built: Path = module.build(name)
+    compiled = built.with_suffix(".cwasm")
+    if not compiled.exists():
+        plan = WasiPlan(
+            module=str(built), argv=("f",), env=(), cwd="/", preopens=(), http=HttpPlan()
+        )
+        tmp = compiled.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(get_engine("wasmtime").precompile(plan))
+        tmp.replace(compiled)
+    return built

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 import wasmtime
+from engine_harness import http_guest
 from wasmtime import _ffi as wasmtime_capi
 from wasmtime import component as wc
 
@@ -45,26 +45,10 @@ def _plan(module: Path) -> WasiPlan:
 
 @pytest.fixture(scope="module")
 def proxy() -> Instances:
-    spec = importlib.util.spec_from_file_location(
-        "_http_guests", REPO / "integration" / "http_guests.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    if str(REPO) not in sys.path:  # it imports integration.net_guests
-        sys.path.insert(0, str(REPO))
-    spec.loader.exec_module(module)
-    component: Path = module.build()
+    component = http_guest("proxy_echo")
     engine = get_engine("wasmtime")
     plan = _plan(component)
-    # Compiling CPython inside takes ~35 s: keep the compiled form next to the component.
-    compiled = component.with_suffix(".cwasm")
-    if compiled.exists():
-        loaded = engine.load_precompiled(compiled.read_bytes(), plan)
-    else:
-        data = engine.precompile(plan)
-        compiled.write_bytes(data)
-        loaded = engine.load_precompiled(data, plan)
+    loaded = engine.load_precompiled(component.with_suffix(".cwasm").read_bytes(), plan)
     return engine.prepare_instances(loaded, plan)
 
 

@@ -10,7 +10,6 @@ port with the real engine, so what is measured is what a client sees.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from engine_harness import http_guest
 
 from pywasmd.engine import CallResult, Instances, get_engine
 from pywasmd.engines.wasmtime_proxy import ProxyInstances
@@ -57,29 +57,9 @@ def _plan(component: Path) -> WasiPlan:
     )
 
 
-def _built(name: str) -> Path:
-    spec = importlib.util.spec_from_file_location(
-        "_http_guests", REPO / "integration" / "http_guests.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    if str(REPO) not in sys.path:  # it imports integration.net_guests
-        sys.path.insert(0, str(REPO))
-    spec.loader.exec_module(module)
-    built: Path = module.build(name)
-    compiled = built.with_suffix(".cwasm")
-    if not compiled.exists():
-        # Compiling CPython inside takes 10-40 s: keep the compiled form next to it.
-        tmp = compiled.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(get_engine("wasmtime").precompile(_plan(built)))
-        tmp.replace(compiled)
-    return built
-
-
 @pytest.fixture(scope="module")
 def component() -> Path:
-    return _built("proxy_stream")
+    return http_guest("proxy_stream")
 
 
 @pytest.fixture(scope="module")
@@ -404,7 +384,7 @@ def test_a_trap_after_the_whole_response_does_not_cut_it(srv: Server) -> None:
 @pytest.fixture
 def echo_srv(tmp_path: Path) -> Iterator[Server]:
     """The server with integration/guests/http/proxy_echo.py and a container env."""
-    server = Server(_built("proxy_echo"), tmp_path, ("GREETING=hi", "EMPTY="))
+    server = Server(http_guest("proxy_echo"), tmp_path, ("GREETING=hi", "EMPTY="))
     yield server
     for s in server.sockets:
         s.close()
