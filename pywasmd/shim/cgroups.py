@@ -176,15 +176,14 @@ class Cgroup:
         """The directories of this cgroup that hold ``pid`` now (``/proc/<pid>/cgroup``)."""
         rel = self.path.lstrip("/")
         found: set[str] = set()
-        for line in _read(f"/proc/{pid}/cgroup").splitlines():
-            _, controllers, path = line.split(":", 2)
-            if path.lstrip("/") != rel:
+        for controllers, path in _memberships(str(pid)):
+            if path != rel:
                 continue
             if self.v2:
                 if not controllers:
                     found.add(os.path.join(self.root, rel))
             else:
-                found.update(os.path.join(self.root, c, rel) for c in controllers.split(","))
+                found.update(os.path.join(self.root, c, rel) for c in controllers)
         return found
 
     def freeze(self, frozen: bool) -> bool:
@@ -230,6 +229,16 @@ class Cgroup:
                 break
 
 
+def _memberships(pid: str) -> list[tuple[list[str], str]]:
+    """``/proc/<pid>/cgroup`` as (controllers, path without its leading /) per hierarchy; the
+    v2 hierarchy has no controllers."""
+    found = []
+    for line in _read(f"/proc/{pid}/cgroup").splitlines():
+        _, controllers, path = line.split(":", 2)
+        found.append((controllers.split(",") if controllers else [], path.lstrip("/")))
+    return found
+
+
 def prime_migration() -> None:
     """Begin, in a short-lived thread, the RCU grace period that the kernel's first cgroup
     migration in a while waits for (``cgroup_threadgroup_rwsem`` taken for writing: 7-20 ms
@@ -243,13 +252,11 @@ def prime_migration() -> None:
     about it.
     """
     target = ""
-    for line in _read("/proc/self/cgroup").splitlines():
-        _, controllers, path = line.split(":", 2)
-        rel = path.lstrip("/")
+    for controllers, rel in _memberships("self"):
         if not controllers and is_v2():
             target = os.path.join(ROOT, rel, "cgroup.procs")
             break
-        if "memory" in controllers.split(","):
+        if "memory" in controllers:
             target = os.path.join(ROOT, "memory", rel, "cgroup.procs")
             break
     if not target:
